@@ -1,0 +1,16 @@
+//! channelgate: a Pingora reverse proxy that stands in front of a Django/WSGI app.
+//!
+//! A request's path through the code follows the file names: [`config`] is read once,
+//! [`server`] assembles the Pingora services, [`proxy`] serves client requests and sends
+//! them to the [`upstream`] pool, [`admin`] serves `/metrics`, `/healthz` and `/readyz`,
+//! [`metrics`] holds the Prometheus figures, and [`shutdown`] drains on SIGTERM.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
+pub mod shutdown;
+pub mod upstream;

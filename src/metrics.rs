@@ -1,0 +1,200 @@
+//! Prometheus figures, all named `channelgate_*`, in one registry that the admin listener
+//! serves. Each part has its own struct of metrics, built once at start and shared by `Arc`.
+//! Registration goes through the `prometheus` that `pingora-prometheus` re-exports, so one
+//! version of the crate is linked.
+
+use pingora_prometheus::prometheus::{
+    self, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+/// Every metric channelgate exports.
+pub struct Metrics {
+    registry: Registry,
+    pub http: HttpMetrics,
+    pub upstream: UpstreamMetrics,
+}
+
+/// Client-facing HTTP traffic.
+pub struct HttpMetrics {
+    /// Requests by method and status class ("2xx", ..., "err" when no status was sent).
+    pub requests: IntCounterVec,
+    /// Time from request header to the end of the response, by status class.
+    pub duration: HistogramVec,
+    /// Requests being served now.
+    pub in_flight: IntGauge,
+    /// Open client connections that have sent at least one request.
+    pub connections: IntGauge,
+    /// Upgrade requests passed through to the upstream, by outcome.
+    pub upgrades: IntCounterVec,
+    /// Passed-through upgraded connections open now.
+    pub upgrades_open: IntGauge,
+}
+
+/// The upstream pool.
+pub struct UpstreamMetrics {
+    /// Failures talking to an upstream, by kind (connect_refused, connect_timeout,
+    /// read_timeout, no_healthy_upstream, ...).
+    pub errors: IntCounterVec,
+    /// 1 when the server passes its health check, by server.
+    pub healthy: IntGaugeVec,
+    /// Requests sent again to another server after a connect failure.
+    pub retries: IntCounter,
+}
+
+/// Registration can only fail on a duplicate or malformed name, which these constant names
+/// exclude; a failure is a programming error caught by the unit test below.
+fn register<C: prometheus::core::Collector + Clone + 'static>(reg: &Registry, c: C) -> C {
+    if let Err(e) = reg.register(Box::new(c.clone())) {
+        panic!("metric registration failed (a bug): {e}");
+    }
+    c
+}
+
+fn counter_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    // Constant, well-formed names and labels: cannot fail.
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric opts");
+    register(reg, c)
+}
+
+fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
+    register(reg, IntGauge::new(name, help).expect("valid metric opts"))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reg = &registry;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "channelgate_http_request_duration_seconds",
+                "Time from request header to the end of the response.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["status_class"],
+        )
+        .expect("valid metric opts");
+        let http = HttpMetrics {
+            requests: counter_vec(
+                reg,
+                "channelgate_http_requests_total",
+                "HTTP requests by method and status class.",
+                &["method", "status_class"],
+            ),
+            duration: register(reg, duration),
+            in_flight: gauge(reg, "channelgate_http_requests_in_flight", "HTTP requests being served."),
+            connections: gauge(
+                reg,
+                "channelgate_downstream_connections",
+                "Open client connections (counted from their first request).",
+            ),
+            upgrades: counter_vec(
+                reg,
+                "channelgate_upgrade_passthrough_total",
+                "Upgrade requests passed through to the upstream, by outcome.",
+                &["outcome"],
+            ),
+            upgrades_open: gauge(
+                reg,
+                "channelgate_upgrade_passthrough_open",
+                "Upgraded connections passed through to the upstream, open now.",
+            ),
+        };
+        let upstream = UpstreamMetrics {
+            errors: counter_vec(
+                reg,
+                "channelgate_upstream_errors_total",
+                "Failures talking to upstream servers, by kind.",
+                &["kind"],
+            ),
+            healthy: register(
+                reg,
+                IntGaugeVec::new(
+                    Opts::new("channelgate_upstream_healthy", "1 when the upstream server passes its health check."),
+                    &["server"],
+                )
+                .expect("valid metric opts"),
+            ),
+            retries: register(
+                reg,
+                IntCounter::new(
+                    "channelgate_upstream_retries_total",
+                    "Requests retried on another server after a connect failure.",
+                )
+                .expect("valid metric opts"),
+            ),
+        };
+        Metrics {
+            registry,
+            http,
+            upstream,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        // Encoding into a Vec only fails on malformed metric families, which
+        // `Registry::gather` never produces.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// "2xx" for 204, "err" for 0 (no response sent).
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "err",
+    }
+}
+
+/// Bounds the method label to the standard methods.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_and_renders() {
+        let m = Metrics::new();
+        m.http.requests.with_label_values(&["GET", "2xx"]).inc();
+        m.upstream.errors.with_label_values(&["connect_refused"]).inc();
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains("channelgate_http_requests_total{method=\"GET\",status_class=\"2xx\"} 1"));
+        assert!(text.contains("channelgate_upstream_errors_total{kind=\"connect_refused\"} 1"));
+    }
+
+    #[test]
+    fn classes() {
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(0), "err");
+        assert_eq!(method_label(&http::Method::from_bytes(b"PROPFIND").unwrap()), "OTHER");
+    }
+}

@@ -1,0 +1,224 @@
+//! The client-facing HTTP proxy: Pingora's `ProxyHttp` phases, in the order a request
+//! meets them. Ordinary requests go to the upstream pool; `Upgrade: websocket` requests
+//! are passed through to the upstream by [`tunnel`] (no WebSocket route claims them yet).
+
+mod access;
+pub mod errors;
+pub mod headers;
+pub mod takeover;
+mod tunnel;
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use pingora::lb::Backend;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::metrics::Metrics;
+use crate::shutdown::{Drain, DrainGuard};
+use crate::upstream::{backend_name, Upstreams};
+
+pub struct Proxy {
+    pub upstreams: Arc<Upstreams>,
+    pub metrics: Arc<Metrics>,
+    pub drain: Arc<Drain>,
+    pub access_log: bool,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    start: Instant,
+    request_id: String,
+    /// The server the request went (or is going) to.
+    backend: Option<Backend>,
+    /// Connect attempts so far.
+    attempts: usize,
+    /// The failure the request ended with, classified once.
+    failure: Option<errors::Classified>,
+    /// Held for the life of the client connection (see `persist_connection_context`).
+    connection: Option<Arc<ConnectionGuard>>,
+    in_flight: Option<InFlight>,
+}
+
+/// Counts a request in the in-flight gauge and in the shutdown drain.
+struct InFlight {
+    _drain: DrainGuard,
+    gauge: pingora_prometheus::prometheus::IntGauge,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Counts an open client connection; dropped with the connection's last context.
+struct ConnectionGuard(pingora_prometheus::prometheus::IntGauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Proxy {
+    fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+        session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+    }
+
+    fn upstream_failed(&self, ctx: &mut Ctx, e: &Error) -> errors::Classified {
+        let c = errors::classify(e);
+        if let Some(kind) = c.upstream_kind {
+            self.metrics.upstream.errors.with_label_values(&[kind]).inc();
+        }
+        ctx.failure = Some(c);
+        c
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            request_id: String::new(),
+            backend: None,
+            attempts: 0,
+            failure: None,
+            connection: None,
+            in_flight: None,
+        }
+    }
+
+    fn on_connection_reuse(&self, _session: &mut Session, ctx: &mut Ctx, prev: Box<dyn Any + Send + Sync>) {
+        if let Ok(guard) = prev.downcast::<Arc<ConnectionGuard>>() {
+            ctx.connection = Some(*guard);
+        }
+    }
+
+    async fn early_request_filter(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        ctx.start = Instant::now();
+        if ctx.connection.is_none() {
+            self.metrics.http.connections.inc();
+            ctx.connection = Some(Arc::new(ConnectionGuard(self.metrics.http.connections.clone())));
+        }
+        self.metrics.http.in_flight.inc();
+        ctx.in_flight = Some(InFlight {
+            _drain: self.drain.enter(),
+            gauge: self.metrics.http.in_flight.clone(),
+        });
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.request_id = headers::request_id(session.req_header());
+        if session.is_upgrade_req() && tunnel::is_websocket(session.req_header()) {
+            tunnel::pass_through(self, session, ctx).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let avoid = ctx.backend.take();
+        let Some(backend) = self.upstreams.select(avoid.as_ref()) else {
+            return Error::e_explain(errors::NO_HEALTHY_UPSTREAM, "every upstream server is out of rotation");
+        };
+        if ctx.attempts > 0 {
+            self.metrics.upstream.retries.inc();
+        }
+        ctx.attempts += 1;
+        let peer = self.upstreams.peer(&backend);
+        ctx.backend = Some(backend);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        headers::add_forwarding(upstream_request, Self::client_ip(session), &ctx.request_id);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        upstream_response.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    fn fail_to_connect(&self, session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        self.upstream_failed(ctx, &e);
+        let retry = session.req_header().method.is_idempotent()
+            && ctx.attempts <= self.upstreams.config().retries
+            && self.upstreams.select(ctx.backend.as_ref()).is_some();
+        e.set_retry(retry);
+        if retry {
+            tracing::warn!(
+                request_id = %ctx.request_id,
+                upstream = %ctx.backend.as_ref().map(backend_name).unwrap_or_default(),
+                error = %e,
+                "connect failed; retrying on another server"
+            );
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        // A connect failure that ends the request was already counted in fail_to_connect.
+        let c = match ctx.failure {
+            Some(c) if c == errors::classify(e) => c,
+            _ => self.upstream_failed(ctx, e),
+        };
+        if let Some(sent) = session.response_written() {
+            // Headers already went out: the client sees a cut body, nothing else can be said.
+            return FailToProxy {
+                error_code: sent.status.as_u16(),
+                can_reuse_downstream: false,
+            };
+        }
+        if c.status > 0 {
+            match errors::error_response(c.status, &ctx.request_id) {
+                Ok((resp, body)) => {
+                    let sent = async {
+                        session.write_response_header(Box::new(resp), false).await?;
+                        session.write_response_body(Some(body), true).await
+                    };
+                    if let Err(we) = sent.await {
+                        tracing::debug!(error = %we, "could not send the error response; client gone");
+                    }
+                }
+                Err(be) => tracing::error!(error = %be, "could not build an error response"),
+            }
+        }
+        FailToProxy {
+            error_code: c.status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, _error: &Error) -> bool {
+        // Failures are logged once, in the access log line, with their classification.
+        true
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        access::record(self, session, e, ctx);
+        ctx.in_flight = None;
+    }
+
+    fn persist_connection_context(&self, _session: &Session, ctx: &Ctx) -> Option<Box<dyn Any + Send + Sync>> {
+        ctx.connection.clone().map(|c| Box::new(c) as Box<dyn Any + Send + Sync>)
+    }
+}

@@ -1,0 +1,106 @@
+//! Assembles the Pingora server from a validated [`Config`]: the proxy service on the
+//! client listeners, the admin service, the upstream health checks and the drain.
+
+use std::sync::Arc;
+
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::config::values::Address;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::shutdown::{Drain, DrainService, Signals};
+use crate::upstream::Upstreams;
+
+/// How the process starts.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Take the listening sockets over from a running instance (zero-downtime upgrade).
+    pub upgrade: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("upstream server address: {0}")]
+    Upstream(#[source] std::io::Error),
+}
+
+fn pingora_conf(config: &Config) -> ServerConf {
+    let mut conf = ServerConf::default();
+    let s = &config.server;
+    conf.threads = s.threads;
+    conf.upgrade_sock = s.upgrade_sock.display().to_string();
+    conf.pid_file = s.pid_file.display().to_string();
+    conf.upstream_keepalive_pool_size = config.upstream.keepalive;
+    // channelgate's DrainService ends the process as soon as the drain is over; Pingora's own
+    // grace period is only a backstop a little longer than ours.
+    conf.grace_period_seconds = Some(s.grace_period.as_secs() + 2);
+    conf.graceful_shutdown_timeout_seconds = Some(1);
+    conf
+}
+
+fn add_address<A>(service: &mut Service<A>, addr: &Address) {
+    match addr {
+        Address::Tcp(a) => service.add_tcp(&a.to_string()),
+        Address::Unix(p) => service.add_uds(&p.display().to_string(), None),
+    }
+}
+
+/// Builds the server; `run` then blocks until shutdown.
+pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, pingora_conf(config));
+    server.bootstrap();
+    let metrics = Arc::new(Metrics::new());
+    let drain = Drain::new();
+
+    let (upstreams, health) = Upstreams::new(&config.upstream, &metrics).map_err(StartError::Upstream)?;
+    server.add_service(health);
+
+    let proxy = Proxy {
+        upstreams: upstreams.clone(),
+        metrics: metrics.clone(),
+        drain: drain.clone(),
+        access_log: config.log.access_log,
+    };
+    let mut proxy_service = pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "channelgate proxy");
+    for addr in &config.server.listen {
+        add_address(&mut proxy_service, addr);
+    }
+    server.add_service(proxy_service);
+
+    if let Some(addr) = &config.admin.listen {
+        let mut admin = Service::new(
+            "channelgate admin".to_string(),
+            AdminApp {
+                metrics: metrics.clone(),
+                upstreams,
+            },
+        );
+        add_address(&mut admin, addr);
+        server.add_service(admin);
+    }
+
+    server.add_service(background_service(
+        "drain",
+        DrainService {
+            drain,
+            grace_period: config.server.grace_period,
+        },
+    ));
+    Ok(server)
+}
+
+/// Serves until SIGTERM/SIGINT and the drain are over.
+pub fn run(server: Server) {
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals),
+    });
+}
