@@ -36,6 +36,8 @@ pub struct Ctx {
     backend: Option<Backend>,
     /// Connect attempts so far.
     attempts: usize,
+    /// The server whose connect just failed, skipped by the retry.
+    avoid: Option<Backend>,
     /// The failure the request ended with, classified once.
     failure: Option<errors::Classified>,
     /// Held for the life of the client connection (see `persist_connection_context`).
@@ -89,6 +91,7 @@ impl ProxyHttp for Proxy {
             request_id: String::new(),
             backend: None,
             attempts: 0,
+            avoid: None,
             failure: None,
             connection: None,
             in_flight: None,
@@ -125,7 +128,9 @@ impl ProxyHttp for Proxy {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let avoid = ctx.backend.take();
+        // A retry after a connect failure goes elsewhere; a retry after a stale pooled
+        // connection may go to the same server on a fresh connection.
+        let avoid = ctx.avoid.take();
         let Some(backend) = self.upstreams.select(avoid.as_ref()) else {
             return Error::e_explain(errors::NO_HEALTHY_UPSTREAM, "every upstream server is out of rotation");
         };
@@ -165,6 +170,7 @@ impl ProxyHttp for Proxy {
             && self.upstreams.select(ctx.backend.as_ref()).is_some();
         e.set_retry(retry);
         if retry {
+            ctx.avoid = ctx.backend.clone();
             tracing::warn!(
                 request_id = %ctx.request_id,
                 upstream = %ctx.backend.as_ref().map(backend_name).unwrap_or_default(),

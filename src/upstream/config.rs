@@ -19,7 +19,8 @@ pub struct UpstreamConfig {
     pub write_timeout: Duration,
     /// Idle connections kept open per process for reuse. Default 128; 0 disables reuse.
     pub keepalive: usize,
-    /// How long an idle pooled connection is kept. Default 60s.
+    /// How long an idle pooled connection is kept. Default 1s: below gunicorn's own
+    /// keep-alive (2s), so a pooled connection is never one the server is about to close.
     pub keepalive_timeout: Duration,
     /// Extra attempts on another server after a connect failure, for idempotent requests. Default 1.
     pub retries: usize,
@@ -103,7 +104,13 @@ impl RawUpstream {
             read_timeout: dur(self.read_timeout, "read_timeout", 60, errs),
             write_timeout: dur(self.write_timeout, "write_timeout", 60, errs),
             keepalive: self.keepalive.unwrap_or(128),
-            keepalive_timeout: dur(self.keepalive_timeout, "keepalive_timeout", 60, errs),
+            keepalive_timeout: values::duration(
+                self.keepalive_timeout.as_deref(),
+                Duration::from_secs(1),
+                false,
+                &path.key("keepalive_timeout"),
+                errs,
+            ),
             retries: self.retries.unwrap_or(1),
             health_check: self
                 .health_check
