@@ -18,7 +18,9 @@ pub use errors::{ConfigError, ConfigErrors, Errors, KeyPath};
 use values::{Address, Resolve};
 
 use crate::admin::{AdminConfig, RawAdmin};
+use crate::broker::{BrokerConfig, RawBroker};
 use crate::upstream::config::{RawUpstream, UpstreamConfig};
+use crate::ws::config::{RawRoute, RouteConfig};
 
 /// The whole, validated configuration.
 #[derive(Clone, Debug)]
@@ -29,6 +31,9 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    /// `[[ws]]`: the WebSocket routes served in-process.
+    pub ws: Vec<RouteConfig>,
+    pub broker: BrokerConfig,
 }
 
 /// `[server]`: the client-facing listeners and process behaviour.
@@ -70,6 +75,8 @@ pub(crate) struct RawConfig {
     upstream: RawUpstream,
     admin: RawAdmin,
     log: RawLog,
+    ws: Vec<RawRoute>,
+    broker: RawBroker,
 }
 
 #[derive(Deserialize, Default)]
@@ -142,8 +149,15 @@ impl Config {
         let upstream = raw.upstream.validate(&root.key("upstream"), &mut errs);
         let admin = raw.admin.validate(&root.key("admin"), &mut errs);
         let log = raw.log.validate(&root.key("log"), &mut errs);
+        let ws = crate::ws::config::validate_routes(raw.ws, &root.key("ws"), &mut errs);
+        let broker = raw.broker.validate(&root.key("broker"), &mut errs);
         if let (Some(a), true) = (&admin.listen, server.listen.iter().any(|l| Some(l) == admin.listen.as_ref())) {
             errs.add(&root.key("admin").key("listen"), format!("{a} is also a [server] listener"));
+        }
+        for (i, r) in ws.iter().enumerate() {
+            if let Some(a) = r.auth.as_ref().filter(|a| ws.iter().any(|o| o.path.matches(&a.path).is_some())) {
+                errs.add(&root.key("ws").index(i).key("auth").key("path"), format!("{} is itself a WebSocket route; auth must go to the app", a.path));
+            }
         }
         let config = Config {
             source: source.to_path_buf(),
@@ -151,6 +165,8 @@ impl Config {
             upstream,
             admin,
             log,
+            ws,
+            broker,
         };
         errs.into_result(&file, config)
     }

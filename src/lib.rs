@@ -4,13 +4,20 @@
 //! [`server`] assembles the Pingora services, [`proxy`] serves client requests and sends
 //! them to the [`upstream`] pool, [`admin`] serves `/metrics`, `/healthz` and `/readyz`,
 //! [`metrics`] holds the Prometheus figures, and [`shutdown`] drains on SIGTERM.
+//! WebSocket upgrades on configured routes go to [`ws`], which joins connections to
+//! groups in the [`hub`]; messages reach groups through the [`broker`], fed by the app
+//! through [`publish`].
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod broker;
 pub mod config;
+pub mod hub;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;
+pub mod publish;
 pub mod upstream;
+pub mod ws;

@@ -34,6 +34,26 @@ enum Command {
         #[arg(short, long)]
         upgrade: bool,
     },
+    /// Publish a message to a group through a running instance's admin listener
+    /// (POST /publish/{group}); every WebSocket client in the group receives it.
+    Publish {
+        /// The admin listener's URL.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9100")]
+        admin: String,
+        /// The group, e.g. updates-5.
+        #[arg(long)]
+        group: String,
+        /// Send this text; clients receive it as one text frame.
+        #[arg(long, conflicts_with = "json", required_unless_present = "json")]
+        text: Option<String>,
+        /// Send this JSON event, e.g. '{"type": "x.y", "text": "hi"}'.
+        #[arg(long)]
+        json: Option<String>,
+        /// Bearer token when the admin listener has [admin] publish_token; also read from
+        /// CHANNELGATE_PUBLISH_TOKEN.
+        #[arg(long, env = "CHANNELGATE_PUBLISH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Validate a configuration like `nginx -t`: print what was understood and exit 0, or
     /// print every error with its key, line and column and exit 1.
     Check {
@@ -60,6 +80,28 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Publish { admin, group, text, json, token } => {
+            let (body, content_type) = match (text, json) {
+                (Some(t), _) => (t.into_bytes(), "text/plain; charset=utf-8"),
+                (None, Some(j)) => (j.into_bytes(), "application/json"),
+                (None, None) => unreachable!("clap requires --text or --json"),
+            };
+            match channelgate::publish::post(&admin, &group, &body, content_type, token.as_deref()) {
+                Ok((status, answer)) => {
+                    println!("{answer}");
+                    if (200..300).contains(&status) {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("channelgate publish: the server answered {status}");
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("channelgate publish: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Run { config, upgrade } => {
             let config = match load(&config) {
                 Ok(c) => c,

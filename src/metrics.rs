@@ -13,6 +13,43 @@ pub struct Metrics {
     registry: Registry,
     pub http: HttpMetrics,
     pub upstream: UpstreamMetrics,
+    pub ws: WsMetrics,
+    pub hub: HubMetrics,
+}
+
+/// WebSocket connections served in-process.
+pub struct WsMetrics {
+    /// Open connections by route.
+    pub open: IntGaugeVec,
+    /// Connection attempts by outcome: accepted, bad_handshake, origin, auth_denied,
+    /// auth_error, bad_group, overloaded.
+    pub connects: IntCounterVec,
+    /// Frames received from clients, by kind (text, binary, ping, pong, close).
+    pub frames_in: IntCounterVec,
+    /// Frames sent to clients.
+    pub frames_out: IntCounter,
+    /// Payload bytes sent to clients.
+    pub bytes_out: IntCounter,
+    /// Inbound frames handled, by the route's inbound mode and outcome.
+    pub inbound: IntCounterVec,
+    /// Connections closed, by close code.
+    pub closes: IntCounterVec,
+    /// Time the app took to answer an auth subrequest.
+    pub auth_seconds: HistogramVec,
+    /// Messages published, by source (admin, inbound, cli) and outcome.
+    pub published: IntCounterVec,
+}
+
+/// The group hub.
+pub struct HubMetrics {
+    /// Groups with at least one local member.
+    pub groups: IntGauge,
+    /// (group, connection) memberships.
+    pub memberships: IntGauge,
+    /// Messages queued to local connections.
+    pub delivered: IntCounter,
+    /// Messages not delivered, by reason.
+    pub drops: IntCounterVec,
 }
 
 /// Client-facing HTTP traffic.
@@ -126,10 +163,41 @@ impl Metrics {
                 .expect("valid metric opts"),
             ),
         };
+        let ws = WsMetrics {
+            open: register(
+                reg,
+                IntGaugeVec::new(Opts::new("channelgate_ws_connections", "Open WebSocket connections by route."), &["route"])
+                    .expect("valid metric opts"),
+            ),
+            connects: counter_vec(reg, "channelgate_ws_connects_total", "WebSocket connection attempts by outcome.", &["outcome"]),
+            frames_in: counter_vec(reg, "channelgate_ws_frames_received_total", "Frames received from WebSocket clients, by kind.", &["kind"]),
+            frames_out: register(reg, IntCounter::new("channelgate_ws_frames_sent_total", "Frames sent to WebSocket clients.").expect("valid metric opts")),
+            bytes_out: register(reg, IntCounter::new("channelgate_ws_sent_bytes_total", "Payload bytes sent to WebSocket clients.").expect("valid metric opts")),
+            inbound: counter_vec(reg, "channelgate_ws_inbound_total", "Client frames handled, by inbound mode and outcome.", &["mode", "outcome"]),
+            closes: counter_vec(reg, "channelgate_ws_closes_total", "WebSocket connections closed, by close code.", &["code"]),
+            auth_seconds: register(
+                reg,
+                HistogramVec::new(
+                    HistogramOpts::new("channelgate_ws_auth_duration_seconds", "Time the app took to answer WebSocket auth.")
+                        .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+                    &["outcome"],
+                )
+                .expect("valid metric opts"),
+            ),
+            published: counter_vec(reg, "channelgate_messages_published_total", "Messages published to groups, by source and outcome.", &["source", "outcome"]),
+        };
+        let hub = HubMetrics {
+            groups: gauge(reg, "channelgate_hub_groups", "Groups with at least one local member."),
+            memberships: gauge(reg, "channelgate_hub_memberships", "Group memberships of local connections."),
+            delivered: register(reg, IntCounter::new("channelgate_hub_delivered_total", "Messages queued to local WebSocket connections.").expect("valid metric opts")),
+            drops: counter_vec(reg, "channelgate_hub_dropped_total", "Messages not delivered to a connection, by reason.", &["reason"]),
+        };
         Metrics {
             registry,
             http,
             upstream,
+            ws,
+            hub,
         }
     }
 

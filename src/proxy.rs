@@ -1,6 +1,7 @@
 //! The client-facing HTTP proxy: Pingora's `ProxyHttp` phases, in the order a request
-//! meets them. Ordinary requests go to the upstream pool; `Upgrade: websocket` requests
-//! are passed through to the upstream by [`tunnel`] (no WebSocket route claims them yet).
+//! meets them. Requests on a WebSocket route go to [`crate::ws`]; other `Upgrade:
+//! websocket` requests are passed through to the upstream by [`tunnel`]; everything else
+//! is proxied to the upstream pool.
 
 mod access;
 pub mod errors;
@@ -23,6 +24,8 @@ use crate::upstream::{backend_name, Upstreams};
 
 pub struct Proxy {
     pub upstreams: Arc<Upstreams>,
+    /// The in-process WebSocket routes.
+    pub ws: Arc<crate::ws::Endpoint>,
     pub metrics: Arc<Metrics>,
     pub drain: Arc<Drain>,
     pub access_log: bool,
@@ -120,6 +123,11 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.request_id = headers::request_id(session.req_header());
+        let path = session.req_header().uri.path().to_string();
+        if let Some((route, params)) = self.ws.find(&path) {
+            self.ws.serve(session, &ctx.request_id, route, params).await?;
+            return Ok(true);
+        }
         if session.is_upgrade_req() && tunnel::is_websocket(session.req_header()) {
             tunnel::pass_through(self, session, ctx).await?;
             return Ok(true);

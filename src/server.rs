@@ -9,6 +9,10 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
+use crate::broker::{Broker, BrokerConfig, MemoryBroker};
+use crate::hub::Hub;
+use crate::publish::PublishApi;
+use crate::ws::Endpoint;
 use crate::config::values::Address;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -64,8 +68,23 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
     let (upstreams, health) = Upstreams::new(&config.upstream, &metrics).map_err(StartError::Upstream)?;
     server.add_service(health);
 
+    let hub = Hub::new(metrics.clone());
+    let broker: Arc<dyn Broker> = match &config.broker {
+        BrokerConfig::Memory => Arc::new(MemoryBroker::new(hub.clone())),
+    };
+    let (ws_shutdown, ws_shutdown_rx) = tokio::sync::watch::channel(false);
+    let ws = Arc::new(Endpoint {
+        routes: config.ws.iter().cloned().map(Arc::new).collect(),
+        hub,
+        broker: broker.clone(),
+        upstreams: upstreams.clone(),
+        metrics: metrics.clone(),
+        drain: drain.clone(),
+        shutdown: ws_shutdown_rx,
+    });
     let proxy = Proxy {
         upstreams: upstreams.clone(),
+        ws,
         metrics: metrics.clone(),
         drain: drain.clone(),
         access_log: config.log.access_log,
@@ -82,6 +101,11 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
             AdminApp {
                 metrics: metrics.clone(),
                 upstreams,
+                publish: PublishApi {
+                    broker,
+                    metrics: metrics.clone(),
+                    token: config.admin.publish_token.clone(),
+                },
             },
         );
         add_address(&mut admin, addr);
@@ -93,6 +117,7 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         DrainService {
             drain,
             grace_period: config.server.grace_period,
+            ws_shutdown,
         },
     ));
     Ok(server)

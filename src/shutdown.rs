@@ -98,6 +98,8 @@ impl ShutdownSignalWatch for Signals {
 pub struct DrainService {
     pub drain: Arc<Drain>,
     pub grace_period: Duration,
+    /// Tells the WebSocket connections (which Pingora does not know) to close with 1001.
+    pub ws_shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 #[async_trait]
@@ -108,6 +110,7 @@ impl BackgroundService for DrainService {
                 return;
             }
         }
+        let _ = self.ws_shutdown.send(true);
         let active = self.drain.active();
         tracing::info!(
             in_flight = active,

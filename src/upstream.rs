@@ -1,6 +1,7 @@
 //! The pool of upstream WSGI servers: round robin over the healthy ones, active health
 //! checks in the background, and the connection settings every request to them uses.
 
+pub mod client;
 pub mod config;
 
 use std::collections::BTreeSet;
@@ -25,6 +26,8 @@ use crate::metrics::Metrics;
 pub struct Upstreams {
     lb: Arc<LoadBalancer<RoundRobin>>,
     config: UpstreamConfig,
+    /// For channelgate's own requests to the app (see [`client`]).
+    connector: pingora::connectors::http::Connector,
 }
 
 /// Converts a configured address into a load-balancer backend.
@@ -77,6 +80,7 @@ impl Upstreams {
             Arc::new(Upstreams {
                 lb,
                 config: config.clone(),
+                connector: client::connector(),
             }),
             service,
         ))

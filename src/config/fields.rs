@@ -7,7 +7,9 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 use super::{RawConfig, RawLog, RawServer};
 use crate::admin::RawAdmin;
+use crate::broker::RawBroker;
 use crate::upstream::config::{RawHealthCheck, RawUpstream};
+use crate::ws::config::{RawAuth, RawRoute};
 
 /// Valid keys of the section at a dotted path ("" is the top level).
 pub fn valid_keys(section: &str) -> &'static [&'static str] {
@@ -18,6 +20,9 @@ pub fn valid_keys(section: &str) -> &'static [&'static str] {
         "upstream.health_check" => fields_of::<RawHealthCheck>(),
         "admin" => fields_of::<RawAdmin>(),
         "log" => fields_of::<RawLog>(),
+        "ws" => fields_of::<RawRoute>(),
+        "ws.auth" => fields_of::<RawAuth>(),
+        "broker" => fields_of::<RawBroker>(),
         _ => &[],
     }
 }

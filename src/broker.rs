@@ -1,0 +1,135 @@
+//! The group broker: where a published message goes so that every member of the group
+//! receives it. `memory` (the default) delivers within this process; the RabbitMQ broker
+//! (channels_rabbitmq wire format) plugs in behind the same [`Broker`] trait.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rand::Rng;
+use serde::Deserialize;
+
+use crate::config::{Errors, KeyPath};
+use crate::hub::{Event, Hub};
+
+/// `[broker]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BrokerConfig {
+    /// Groups live in this process only.
+    Memory,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct RawBroker {
+    kind: Option<String>,
+}
+
+impl RawBroker {
+    pub(crate) fn validate(self, path: &KeyPath, errs: &mut Errors) -> BrokerConfig {
+        match self.kind.as_deref() {
+            None | Some("memory") => BrokerConfig::Memory,
+            Some(other) => {
+                errs.add(&path.key("kind"), format!("`{other}` is not a broker kind this build supports; use \"memory\""));
+                BrokerConfig::Memory
+            }
+        }
+    }
+}
+
+/// What a publish achieved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Connections of this process the message was queued to.
+    pub local: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The message itself is wrong (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The broker cannot take messages now (503).
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The broker refused this message (507).
+    #[error("broker refused the message: {0}")]
+    Refused(String),
+}
+
+#[async_trait]
+pub trait Broker: Send + Sync {
+    /// Sends `event` to every member of `group`, wherever the broker reaches.
+    async fn group_send(&self, group: &str, event: Event) -> Result<Published, PublishError>;
+    /// Sends `event` to the one connection named `channel`.
+    async fn send(&self, channel: &str, event: Event) -> Result<Published, PublishError>;
+    /// Whether publishes can go through now (for /readyz).
+    fn is_ready(&self) -> bool;
+    /// The name this process uses as its channel prefix.
+    fn instance(&self) -> &str;
+}
+
+/// A channels_rabbitmq style queue name: `channels_` + 12 ASCII letters.
+pub fn new_instance_name() -> String {
+    format!("channels_{}", random_letters(12))
+}
+
+/// A connection's channel name: `<instance>!<12 letters>`.
+pub fn new_channel_name(instance: &str) -> String {
+    format!("{instance}!{}", random_letters(12))
+}
+
+fn random_letters(n: usize) -> String {
+    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut rng = rand::thread_rng();
+    (0..n).map(|_| LETTERS[rng.gen_range(0..LETTERS.len())] as char).collect()
+}
+
+/// Delivers within this process.
+pub struct MemoryBroker {
+    hub: Arc<Hub>,
+    instance: String,
+}
+
+impl MemoryBroker {
+    pub fn new(hub: Arc<Hub>) -> MemoryBroker {
+        MemoryBroker {
+            hub,
+            instance: new_instance_name(),
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn group_send(&self, group: &str, event: Event) -> Result<Published, PublishError> {
+        let d = self.hub.deliver_group(group, &event).map_err(PublishError::Invalid)?;
+        Ok(Published { local: d.delivered })
+    }
+
+    async fn send(&self, channel: &str, event: Event) -> Result<Published, PublishError> {
+        let d = self.hub.deliver_channel(channel, &event).map_err(PublishError::Invalid)?;
+        Ok(Published { local: d.delivered })
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_channels_rabbitmq() {
+        let i = new_instance_name();
+        assert!(i.starts_with("channels_") && i.len() == 21 && i[9..].chars().all(|c| c.is_ascii_alphabetic()));
+        let c = new_channel_name(&i);
+        assert_eq!(c.split_once('!').unwrap().0, i);
+        assert_eq!(c.len(), 34);
+    }
+}

@@ -1,0 +1,259 @@
+//! The group hub: local fan-out from a group (or one channel) to the connections in it.
+//! A message becomes a frame once; every member's bounded queue gets a clone of the same
+//! bytes. A full queue is the slow-client policy's decision, counted; nobody waits for it.
+
+pub mod message;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use tokio::sync::{mpsc, Notify};
+
+pub use message::{Event, Outbound};
+
+use crate::metrics::Metrics;
+use crate::ws::config::SlowClient;
+
+/// Channels' group-name rule (channels.layers): `^[a-zA-Z\d\-_.]+$`, shorter than 100.
+pub fn check_group_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() >= 100 {
+        return Err("a group name has 1 to 99 characters".into());
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+        return Err(format!("a group name may only hold ASCII letters, digits, - _ and . (found {c:?})"));
+    }
+    Ok(())
+}
+
+/// Tells a connection to close, from outside its queue (which may be full).
+#[derive(Default)]
+pub struct Kick {
+    code: AtomicU16,
+    notify: Notify,
+}
+
+impl Kick {
+    pub fn kick(&self, code: u16) {
+        if self.code.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Resolves with the close code once kicked.
+    pub async fn kicked(&self) -> u16 {
+        loop {
+            let c = self.code.load(Ordering::SeqCst);
+            if c != 0 {
+                return c;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// One connection, as the hub sees it.
+#[derive(Clone)]
+pub struct Member {
+    pub id: u64,
+    tx: mpsc::Sender<Outbound>,
+    kick: Arc<Kick>,
+    slow: SlowClient,
+}
+
+/// Told when a group gains its first local member or loses its last one (the AMQP broker
+/// binds and unbinds its queue then).
+pub trait GroupListener: Send + Sync {
+    fn first_joined(&self, group: &str);
+    fn last_left(&self, group: &str);
+}
+
+#[derive(Default)]
+struct Inner {
+    groups: HashMap<String, HashMap<u64, Member>>,
+    channels: HashMap<String, Member>,
+}
+
+pub struct Hub {
+    inner: RwLock<Inner>,
+    next_id: AtomicU64,
+    metrics: Arc<Metrics>,
+    listener: OnceLock<Arc<dyn GroupListener>>,
+}
+
+/// What one publish did locally.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    pub delivered: usize,
+    pub dropped: usize,
+}
+
+impl Hub {
+    pub fn new(metrics: Arc<Metrics>) -> Arc<Hub> {
+        Arc::new(Hub {
+            inner: RwLock::new(Inner::default()),
+            next_id: AtomicU64::new(1),
+            metrics,
+            listener: OnceLock::new(),
+        })
+    }
+
+    pub fn set_listener(&self, l: Arc<dyn GroupListener>) {
+        let _ = self.listener.set(l);
+    }
+
+    /// A new member with a queue of `capacity` messages; the receiver and kick go to the
+    /// connection's task.
+    pub fn member(&self, capacity: usize, slow: SlowClient) -> (Member, mpsc::Receiver<Outbound>, Arc<Kick>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let kick = Arc::new(Kick::default());
+        let m = Member {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            tx,
+            kick: kick.clone(),
+            slow,
+        };
+        (m, rx, kick)
+    }
+
+    // A poisoned lock means a panic while holding it, in code that does not panic; the data
+    // (maps of queues) stays consistent, so go on with it.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn register_channel(&self, channel: &str, m: &Member) {
+        self.write().channels.insert(channel.to_string(), m.clone());
+    }
+
+    pub fn unregister_channel(&self, channel: &str) {
+        self.write().channels.remove(channel);
+    }
+
+    pub fn join(&self, group: &str, m: &Member) {
+        let first = {
+            let mut inner = self.write();
+            let members = inner.groups.entry(group.to_string()).or_default();
+            let first = members.is_empty();
+            if members.insert(m.id, m.clone()).is_none() {
+                self.metrics.hub.memberships.inc();
+            }
+            first
+        };
+        if first {
+            self.metrics.hub.groups.inc();
+            if let Some(l) = self.listener.get() {
+                l.first_joined(group);
+            }
+        }
+    }
+
+    pub fn leave(&self, group: &str, id: u64) {
+        let last = {
+            let mut inner = self.write();
+            let Some(members) = inner.groups.get_mut(group) else { return };
+            if members.remove(&id).is_some() {
+                self.metrics.hub.memberships.dec();
+            }
+            let last = members.is_empty();
+            if last {
+                inner.groups.remove(group);
+            }
+            last
+        };
+        if last {
+            self.metrics.hub.groups.dec();
+            if let Some(l) = self.listener.get() {
+                l.last_left(group);
+            }
+        }
+    }
+
+    pub fn has_group(&self, group: &str) -> bool {
+        self.read().groups.contains_key(group)
+    }
+
+    pub fn groups(&self) -> Vec<String> {
+        self.read().groups.keys().cloned().collect()
+    }
+
+    fn offer(&self, m: &Member, out: &Outbound, d: &mut Delivery) {
+        match m.tx.try_send(out.clone()) {
+            Ok(()) => d.delivered += 1,
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                d.dropped += 1;
+                match (m.slow, out) {
+                    (SlowClient::Drop, Outbound::Frame(_)) => {
+                        self.metrics.hub.drops.with_label_values(&["slow_client_message"]).inc();
+                    }
+                    _ => {
+                        self.metrics.hub.drops.with_label_values(&["slow_client_closed"]).inc();
+                        m.kick.kick(1013);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fans `event` out to the local members of `group`.
+    pub fn deliver_group(&self, group: &str, event: &Event) -> Result<Delivery, String> {
+        let out = event.to_outbound()?;
+        let mut d = Delivery::default();
+        if let Some(members) = self.read().groups.get(group) {
+            for m in members.values() {
+                self.offer(m, &out, &mut d);
+            }
+        }
+        self.metrics.hub.delivered.inc_by(d.delivered as u64);
+        Ok(d)
+    }
+
+    /// Sends `event` to the one connection named `channel`, if it is here.
+    pub fn deliver_channel(&self, channel: &str, event: &Event) -> Result<Delivery, String> {
+        let out = event.to_outbound()?;
+        let mut d = Delivery::default();
+        if let Some(m) = self.read().channels.get(channel) {
+            self.offer(m, &out, &mut d);
+        }
+        self.metrics.hub.delivered.inc_by(d.delivered as u64);
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::Message;
+
+    #[test]
+    fn group_names() {
+        assert!(check_group_name("chat-lobby_1.x").is_ok());
+        assert!(check_group_name("bad name").is_err());
+        assert!(check_group_name(&"a".repeat(100)).is_err());
+        assert!(check_group_name("").is_err());
+    }
+
+    #[tokio::test]
+    async fn fans_out_once_and_kicks_slow_members() {
+        let hub = Hub::new(Arc::new(Metrics::new()));
+        let (a, mut rx_a, _) = hub.member(8, SlowClient::Close);
+        let (b, _rx_b, kick_b) = hub.member(1, SlowClient::Close);
+        hub.join("g", &a);
+        hub.join("g", &b);
+        let ev = Event::text("t", "hi".into());
+        assert_eq!(hub.deliver_group("g", &ev).unwrap(), Delivery { delivered: 2, dropped: 0 });
+        // b's queue (1) is full now: the next message kicks it, a still gets it.
+        assert_eq!(hub.deliver_group("g", &ev).unwrap(), Delivery { delivered: 1, dropped: 1 });
+        assert_eq!(kick_b.kicked().await, 1013);
+        assert_eq!(rx_a.recv().await.unwrap(), Outbound::Frame(Message::Text("hi".into())));
+        hub.leave("g", a.id);
+        hub.leave("g", b.id);
+        assert!(!hub.has_group("g"));
+        assert_eq!(hub.deliver_group("g", &ev).unwrap().delivered, 0);
+    }
+}

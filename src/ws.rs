@@ -1,0 +1,192 @@
+//! The in-process WebSocket endpoint. An upgrade on a configured route is answered here:
+//! origin check, handshake, auth by the app, groups, then the connection is taken over
+//! from Pingora and served by its own task ([`session`]) until it closes.
+
+pub mod auth;
+pub mod config;
+pub mod handshake;
+mod inbound;
+pub mod route;
+mod session;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+pub use config::RouteConfig;
+use handshake::Refusal;
+use route::Vars;
+
+use crate::broker::{new_channel_name, Broker};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::shutdown::Drain;
+use crate::upstream::Upstreams;
+
+/// Everything a WebSocket connection needs, shared by all of them.
+pub struct Endpoint {
+    pub routes: Vec<Arc<RouteConfig>>,
+    pub hub: Arc<Hub>,
+    pub broker: Arc<dyn Broker>,
+    pub upstreams: Arc<Upstreams>,
+    pub metrics: Arc<Metrics>,
+    pub drain: Arc<Drain>,
+    /// Turns true when the server starts shutting down: connections close with 1001.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// One accepted connection's identity and context.
+pub struct Conn {
+    pub route: Arc<RouteConfig>,
+    pub channel: String,
+    pub user: Option<String>,
+    pub groups: Vec<String>,
+    /// The group inbound frames go to, for `inbound = { group = ... }`.
+    pub inbound_group: Option<String>,
+    pub params: BTreeMap<String, String>,
+    /// The client's Cookie, Authorization and Host, passed on to `inbound = { http = ... }`.
+    pub credentials: Vec<(&'static str, http::HeaderValue)>,
+    pub client: String,
+    pub request_id: String,
+}
+
+fn query_params(req: &RequestHeader) -> BTreeMap<String, String> {
+    req.uri
+        .query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (!k.is_empty()).then(|| (k.to_string(), v.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Endpoint {
+    /// The route that claims `path`, with its parameters.
+    pub fn find(&self, path: &str) -> Option<(Arc<RouteConfig>, BTreeMap<String, String>)> {
+        self.routes.iter().find_map(|r| r.path.matches(path).map(|p| (r.clone(), p)))
+    }
+
+    /// Answers a request on a WebSocket route: a refusal, or a 101 and a served connection.
+    pub async fn serve(
+        self: &Arc<Self>,
+        session: &mut Session,
+        request_id: &str,
+        route: Arc<RouteConfig>,
+        params: BTreeMap<String, String>,
+    ) -> Result<()> {
+        match self.accept(session, request_id, route, params).await {
+            Ok(()) => Ok(()),
+            Err(r) => {
+                self.metrics.ws.connects.with_label_values(&[r.outcome]).inc();
+                refuse(session, &r, request_id).await
+            }
+        }
+    }
+
+    async fn accept(
+        self: &Arc<Self>,
+        session: &mut Session,
+        request_id: &str,
+        route: Arc<RouteConfig>,
+        params: BTreeMap<String, String>,
+    ) -> Result<(), Refusal> {
+        let req = session.req_header().clone();
+        if !handshake::origin_allowed(&req, &route.origins) {
+            return Err(Refusal::new(403, "origin not allowed", "origin"));
+        }
+        if !session.is_upgrade_req() {
+            return Err(Refusal::new(426, "this path only speaks WebSocket (Upgrade: websocket over HTTP/1.1)", "bad_handshake"));
+        }
+        let (resp, _subprotocol) = handshake::accept(&req, &route)?;
+        let channel = new_channel_name(self.broker.instance());
+        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let identity = match &route.auth {
+            None => auth::Identity::default(),
+            Some(cfg) => {
+                let sub = auth::subrequest(&cfg.path, &req, client_ip, request_id, &channel)
+                    .map_err(|e| Refusal::new(400, format!("cannot forward this request for auth: {e}"), "bad_handshake"))?;
+                auth::authenticate(&self.upstreams, &self.metrics, cfg, sub).await?
+            }
+        };
+        let vars = Vars {
+            params: params.clone(),
+            user: identity.user.clone(),
+            query: query_params(&req),
+        };
+        let render = |t: &route::GroupTemplate| t.render(&vars).map_err(|e| Refusal::new(400, e, "bad_group"));
+        let mut groups = route.groups.iter().map(render).collect::<Result<Vec<_>, _>>()?;
+        for g in identity.groups {
+            if !groups.contains(&g) {
+                groups.push(g);
+            }
+        }
+        let inbound_group = match &route.inbound {
+            config::Inbound::Group { group, .. } => Some(render(group)?),
+            _ => None,
+        };
+        let mut credentials = Vec::new();
+        for name in ["cookie", "authorization", "host"] {
+            if let Some(v) = req.headers.get(name) {
+                credentials.push((name, v.clone()));
+            }
+        }
+        let conn = Conn {
+            route: route.clone(),
+            channel,
+            user: identity.user,
+            groups,
+            inbound_group,
+            params,
+            credentials,
+            client: session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
+            request_id: request_id.to_string(),
+        };
+        let detached = crate::proxy::takeover::detach(session, resp)
+            .await
+            .map_err(|e| Refusal::new(500, format!("cannot take the connection over: {e}"), "bad_handshake"))?;
+        self.metrics.ws.connects.with_label_values(&["accepted"]).inc();
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0)
+            .max_message_size(Some(route.max_message))
+            .max_frame_size(Some(route.max_message));
+        let ws = WebSocketStream::from_partially_read(detached.stream, detached.pre_read.to_vec(), Role::Server, Some(ws_config)).await;
+        let guard = self.drain.enter();
+        let ep = self.clone();
+        // Reachable by shutdown: the session watches `shutdown` and closes with 1001, and
+        // the drain waits for it through `guard`.
+        tokio::spawn(async move {
+            session::run(ep, conn, ws).await;
+            drop(guard);
+        });
+        Ok(())
+    }
+}
+
+/// Writes a refusal as a small plain-text answer.
+async fn refuse(session: &mut Session, r: &Refusal, request_id: &str) -> Result<()> {
+    let body = Bytes::from(format!("{} {}\n", r.status, r.reason));
+    let mut resp = ResponseHeader::build(r.status, Some(6))?;
+    resp.insert_header("content-type", "text/plain; charset=utf-8")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    resp.insert_header(crate::proxy::headers::REQUEST_ID, request_id)?;
+    if r.status == 426 {
+        resp.insert_header("upgrade", "websocket")?;
+        resp.insert_header("sec-websocket-version", "13")?;
+    }
+    session.set_keepalive(None);
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}

@@ -1,0 +1,311 @@
+//! `[[ws]]`: the WebSocket routes channelgate answers itself.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::route::{GroupTemplate, PathTemplate};
+use crate::config::values;
+use crate::config::{Errors, KeyPath};
+
+/// One WebSocket route.
+#[derive(Clone, Debug)]
+pub struct RouteConfig {
+    /// Path template, e.g. `/ws/chat/{room}/`; `/ws/*` (or `prefix = true`) for a prefix.
+    pub path: PathTemplate,
+    /// Groups joined on connect, e.g. `chat-{room}`, `updates-{user}`, `feed-{query.topic}`.
+    pub groups: Vec<GroupTemplate>,
+    /// Which browser origins may connect. Default: the request's own host.
+    pub origins: Origins,
+    /// Ask the app before accepting. Default: no auth.
+    pub auth: Option<AuthConfig>,
+    /// What happens to frames clients send. Default: dropped (counted).
+    pub inbound: Inbound,
+    /// Largest message a client may send, in bytes. Default 64 KiB; larger closes with 1009.
+    pub max_message: usize,
+    /// Keepalive ping period; a client silent for two periods is closed. Default 20s; "0s" disables.
+    pub ping_interval: Option<Duration>,
+    /// Messages queued per connection before the slow-client policy applies. Default 256.
+    pub send_queue: usize,
+    pub slow_client: SlowClient,
+    /// Longest a single write to the client may take before the connection is dropped. Default 10s.
+    pub send_timeout: Duration,
+    /// Close a connection that sent nothing (pongs included) for this long. Default: off.
+    pub idle_timeout: Option<Duration>,
+    /// Close every connection after this long (1001), so clients reconnect. Default: off.
+    pub max_lifetime: Option<Duration>,
+    /// Subprotocols offered by this route, in order of preference. Default: none.
+    pub subprotocols: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origins {
+    /// The Origin's host must be the request's Host. Requests without Origin (non-browser
+    /// clients) are allowed.
+    SameHost,
+    Any,
+    /// Exact `scheme://host[:port]` values, lower-case.
+    List(Vec<String>),
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    /// Path on the upstream app, e.g. `/ws-auth/`.
+    pub path: String,
+    /// Longest wait for the app's answer; exceeded → 503. Default 2s.
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub enum Inbound {
+    Drop,
+    Echo,
+    /// Publish the frame to a group as `{"type": type, "text"|"bytes": ...}`.
+    Group { group: GroupTemplate, event_type: String },
+    /// POST the frame to the app; a non-empty answer goes back to the sender.
+    Http { path: String, timeout: Duration },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowClient {
+    /// Close the connection with 1013 (try again later). The default.
+    Close,
+    /// Drop the message for that client only (counted) and keep the connection.
+    Drop,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct RawRoute {
+    path: Option<String>,
+    prefix: Option<bool>,
+    groups: Option<Vec<String>>,
+    allowed_origins: Option<Vec<String>>,
+    auth: Option<RawAuth>,
+    inbound: Option<RawInbound>,
+    max_message: Option<RawSize>,
+    ping_interval: Option<String>,
+    send_queue: Option<usize>,
+    slow_client: Option<String>,
+    send_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_lifetime: Option<String>,
+    subprotocols: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct RawAuth {
+    path: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawInbound {
+    Mode(String),
+    Table {
+        group: Option<String>,
+        http: Option<String>,
+        #[serde(rename = "type")]
+        event_type: Option<String>,
+        timeout: Option<String>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+pub const DEFAULT_EVENT_TYPE: &str = "channelgate.message";
+
+/// Parses "64KiB", "1MiB", "512", "2MB" into bytes.
+pub fn parse_size(raw: &str) -> Result<u64, String> {
+    let s = raw.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{raw}` is not a size; write it like \"64KiB\" or \"1MiB\""))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1024,
+        "kb" => 1000,
+        "mib" => 1024 * 1024,
+        "mb" => 1_000_000,
+        "gib" => 1024 * 1024 * 1024,
+        other => return Err(format!("`{other}` is not a size unit; use B, KiB, MiB, KB or MB")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("`{raw}` is too large"))
+}
+
+fn optional_duration(raw: Option<String>, default: Option<Duration>, path: &KeyPath, errs: &mut Errors) -> Option<Duration> {
+    match raw {
+        None => default,
+        Some(r) => {
+            let d = values::duration(Some(&r), Duration::ZERO, true, path, errs);
+            (!d.is_zero()).then_some(d)
+        }
+    }
+}
+
+impl RawRoute {
+    pub(crate) fn validate(self, path: &KeyPath, errs: &mut Errors) -> Option<RouteConfig> {
+        let tpl = match self.path.as_deref().map(|p| PathTemplate::parse(p, self.prefix.unwrap_or(false))) {
+            None => {
+                errs.add(&path.key("path"), "is required, e.g. path = \"/ws/chat/{room}/\"");
+                return None;
+            }
+            Some(Err(e)) => {
+                errs.add(&path.key("path"), e);
+                return None;
+            }
+            Some(Ok(t)) => t,
+        };
+        let params: Vec<&str> = tpl.params().collect();
+        let group_tpl = |raw: &str, p: &KeyPath, errs: &mut Errors| match GroupTemplate::parse(raw, &params) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                errs.add(p, e);
+                None
+            }
+        };
+        let groups: Vec<GroupTemplate> = self
+            .groups
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| group_tpl(g, &path.key("groups").index(i), errs))
+            .collect();
+        let auth = self.auth.map(|a| {
+            let p = a.path.unwrap_or_default();
+            if !p.starts_with('/') {
+                errs.add(&path.key("auth").key("path"), "is required and must start with /, e.g. \"/ws-auth/\"");
+            }
+            AuthConfig {
+                path: p,
+                timeout: values::duration(a.timeout.as_deref(), Duration::from_secs(2), false, &path.key("auth").key("timeout"), errs),
+            }
+        });
+        let inbound = match self.inbound {
+            None => Inbound::Drop,
+            Some(RawInbound::Mode(m)) => match m.as_str() {
+                "drop" => Inbound::Drop,
+                "echo" => Inbound::Echo,
+                other => {
+                    errs.add(&path.key("inbound"), format!("`{other}` is not an inbound mode; use \"drop\", \"echo\", {{ group = \"...\" }} or {{ http = \"/path/\" }}"));
+                    Inbound::Drop
+                }
+            },
+            Some(RawInbound::Table { group, http, event_type, timeout }) => match (group, http) {
+                (Some(g), None) => match group_tpl(&g, &path.key("inbound").key("group"), errs) {
+                    Some(group) => Inbound::Group {
+                        group,
+                        event_type: event_type.unwrap_or_else(|| DEFAULT_EVENT_TYPE.into()),
+                    },
+                    None => Inbound::Drop,
+                },
+                (None, Some(h)) => {
+                    if !h.starts_with('/') {
+                        errs.add(&path.key("inbound").key("http"), format!("`{h}` must start with /"));
+                    }
+                    Inbound::Http {
+                        path: h,
+                        timeout: values::duration(timeout.as_deref(), Duration::from_secs(5), false, &path.key("inbound").key("timeout"), errs),
+                    }
+                }
+                _ => {
+                    errs.add(&path.key("inbound"), "needs exactly one of group = \"...\" or http = \"/path/\"");
+                    Inbound::Drop
+                }
+            },
+        };
+        let uses_user = groups.iter().any(|g| g.uses_user()) || matches!(&inbound, Inbound::Group { group, .. } if group.uses_user());
+        if uses_user && auth.is_none() {
+            errs.add(&path.key("groups"), "{user} needs an auth = { path = ... } on this route to know the user");
+        }
+        let max_message = match self.max_message {
+            None => 64 * 1024,
+            Some(RawSize::Bytes(n)) => n,
+            Some(RawSize::Text(t)) => parse_size(&t).unwrap_or_else(|e| {
+                errs.add(&path.key("max_message"), e);
+                0
+            }),
+        };
+        if max_message == 0 || max_message > 64 * 1024 * 1024 {
+            errs.add(&path.key("max_message"), "must be between 1 byte and 64MiB");
+        }
+        let origins = match self.allowed_origins {
+            None => Origins::SameHost,
+            Some(list) if list.iter().any(|o| o == "*") => Origins::Any,
+            Some(list) => {
+                for (i, o) in list.iter().enumerate() {
+                    if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
+                        errs.add(&path.key("allowed_origins").index(i), format!("`{o}` must look like \"https://app.example.org\" (scheme and host, no path), or be \"*\""));
+                    }
+                }
+                Origins::List(list.into_iter().map(|o| o.to_ascii_lowercase()).collect())
+            }
+        };
+        let send_queue = match self.send_queue {
+            Some(0) => {
+                errs.add(&path.key("send_queue"), "must be at least 1");
+                1
+            }
+            n => n.unwrap_or(256),
+        };
+        let slow_client = match self.slow_client.as_deref() {
+            None | Some("close") => SlowClient::Close,
+            Some("drop") => SlowClient::Drop,
+            Some(o) => {
+                errs.add(&path.key("slow_client"), format!("`{o}` is not a policy; use \"close\" or \"drop\""));
+                SlowClient::Close
+            }
+        };
+        Some(RouteConfig {
+            path: tpl,
+            groups,
+            origins,
+            auth,
+            inbound,
+            max_message: max_message as usize,
+            ping_interval: optional_duration(self.ping_interval, Some(Duration::from_secs(20)), &path.key("ping_interval"), errs),
+            send_queue,
+            slow_client,
+            send_timeout: values::duration(self.send_timeout.as_deref(), Duration::from_secs(10), false, &path.key("send_timeout"), errs),
+            idle_timeout: optional_duration(self.idle_timeout, None, &path.key("idle_timeout"), errs),
+            max_lifetime: optional_duration(self.max_lifetime, None, &path.key("max_lifetime"), errs),
+            subprotocols: self.subprotocols.unwrap_or_default(),
+        })
+    }
+}
+
+/// Checks every route and that no two routes can match the same path.
+pub(crate) fn validate_routes(raw: Vec<RawRoute>, path: &KeyPath, errs: &mut Errors) -> Vec<RouteConfig> {
+    let mut routes: Vec<RouteConfig> = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let p = path.index(i);
+        if let Some(route) = r.validate(&p, errs) {
+            if let Some(other) = routes.iter().find(|o| o.path.overlaps(&route.path)) {
+                errs.add(&p.key("path"), format!("overlaps the route {}: a request could match both", other.path));
+            }
+            routes.push(route);
+        }
+    }
+    routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64KiB").unwrap(), 65536);
+        assert_eq!(parse_size("1 MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+    }
+}
