@@ -5,6 +5,7 @@ use std::fmt::Write;
 use super::values::show_duration;
 use super::Config;
 use crate::upstream::HealthCheckKind;
+use crate::ws::config::{Inbound, Origins};
 
 pub fn render(c: &Config) -> String {
     let mut out = String::new();
@@ -59,7 +60,40 @@ pub fn render(c: &Config) -> String {
         u.keepalive,
         show_duration(u.keepalive_timeout)
     ));
-    line("routes:      no WebSocket routes; upgrades are passed through to the upstream".into());
+    if c.ws.is_empty() {
+        line("routes:      no WebSocket routes; every upgrade is passed through to the upstream".into());
+    } else {
+        line(format!("routes:      {} WebSocket route(s) served in-process; other upgrades pass through", c.ws.len()));
+    }
+    for r in &c.ws {
+        let groups: Vec<String> = r.groups.iter().map(|g| g.to_string()).collect();
+        line(format!("  - {}  groups [{}]", r.path, groups.join(", ")));
+        let auth = r
+            .auth
+            .as_ref()
+            .map(|a| format!("GET {} (timeout {})", a.path, show_duration(a.timeout)))
+            .unwrap_or_else(|| "none".into());
+        let inbound = match &r.inbound {
+            Inbound::Drop => "drop".to_string(),
+            Inbound::Echo => "echo".to_string(),
+            Inbound::Group { group, event_type } => format!("to group {group} as {event_type}"),
+            Inbound::Http { path, timeout } => format!("POST {path} (timeout {})", show_duration(*timeout)),
+        };
+        let origins = match &r.origins {
+            Origins::SameHost => "same host".to_string(),
+            Origins::Any => "any".to_string(),
+            Origins::List(l) => l.join(", "),
+        };
+        line(format!("      auth {auth}; inbound {inbound}; origins {origins}"));
+        line(format!(
+            "      max message {} bytes, ping {}, send queue {} ({:?} when full)",
+            r.max_message,
+            r.ping_interval.map(show_duration).map(|d| d.to_string()).unwrap_or_else(|| "off".into()),
+            r.send_queue,
+            r.slow_client
+        ));
+    }
+    line(format!("broker:      {:?}", c.broker).to_lowercase());
     line(format!(
         "log:         level \"{}\", access log {}, {:?} format",
         c.log.level,

@@ -178,14 +178,14 @@ pub(super) async fn run(ep: Arc<Endpoint>, conn: Conn, mut ws: Ws) {
         target: "access",
         route = %route_label,
         channel = %conn.channel,
-        user = conn.user.as_deref().unwrap_or("-"),
+        user = %conn.user.as_deref().unwrap_or("-"),
         client = %conn.client,
         request_id = %conn.request_id,
         duration_s = started.elapsed().as_secs_f64(),
         frames_in,
         frames_out,
         close_code = ending.code,
-        closed_by = ending.by,
+        closed_by = %ending.by,
         reason = %ending.reason,
         "websocket closed"
     );

@@ -166,6 +166,11 @@ pub struct Gunicorn {
 
 impl Gunicorn {
     pub fn start(dir: &Path, name: &str, bind: Bind) -> Gunicorn {
+        Self::start_with_env(dir, name, bind, &[])
+    }
+
+    /// With extra environment, e.g. CHANNELGATE_ADMIN for the views that publish.
+    pub fn start_with_env(dir: &Path, name: &str, bind: Bind, env: &[(&str, String)]) -> Gunicorn {
         let db = dir.join("testapp.sqlite3");
         let app_dir = repo().join("tests/django_app");
         if !db.exists() {
@@ -190,7 +195,8 @@ impl Gunicorn {
             .arg("testapp.wsgi:application")
             .env("TESTAPP_DB", &db)
             .env("TESTAPP_NAME", name)
-            .env("TESTAPP_UNHEALTHY_FILE", &unhealthy_file);
+            .env("TESTAPP_UNHEALTHY_FILE", &unhealthy_file)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         let proc = Proc::spawn(&format!("gunicorn-{name}"), &mut cmd, dir);
         let g = Gunicorn {
             proc,
@@ -241,8 +247,12 @@ impl Channelgate {
     /// `body` is the config without `[server] listen` and `[admin]`, which the fixture
     /// fills with ephemeral ports; `server_extra` goes into `[server]`.
     pub fn start(dir: &Path, server_extra: &str, body: &str) -> Channelgate {
-        let port = free_port();
-        let admin_port = free_port();
+        Self::start_on(dir, (free_port(), free_port()), server_extra, body)
+    }
+
+    /// On ports chosen beforehand (so that peers can be told the admin URL first).
+    pub fn start_on(dir: &Path, ports: (u16, u16), server_extra: &str, body: &str) -> Channelgate {
+        let (port, admin_port) = ports;
         let config = dir.join(format!("channelgate-{port}.toml"));
         let text = format!(
             "[server]\nlisten = [\"127.0.0.1:{port}\"]\nupgrade_sock = \"{dir}/upgrade-{port}.sock\"\npid_file = \"{dir}/cg-{port}.pid\"\n{server_extra}\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{body}\n",
