@@ -302,6 +302,17 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_ws_block_is_valid_when_uncommented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/channelgate.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let (head, tail) = text.split_once("# [[ws]]").expect("the example documents [[ws]]");
+        let block: String = tail.lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
+        let c = parse(&format!("{head}[[ws]]{block}\n")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.ws.len(), 1);
+        assert_eq!(c.ws[0].groups.len(), 1);
+    }
+
+    #[test]
     fn shipped_example_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/channelgate.toml");
         if let Err(e) = Config::load(&path) {
