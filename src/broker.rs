@@ -1,14 +1,18 @@
 //! The group broker: where a published message goes so that every member of the group
-//! receives it. `memory` (the default) delivers within this process; the RabbitMQ broker
-//! (channels_rabbitmq wire format) plugs in behind the same [`Broker`] trait.
+//! receives it. `memory` (the default) delivers within this process; `amqp`
+//! ([`amqp`]) goes through RabbitMQ in the channels_rabbitmq wire format ([`codec`]).
+
+pub mod amqp;
+pub mod codec;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rand::Rng;
 use serde::Deserialize;
 
-use crate::config::{Errors, KeyPath};
+use crate::config::{values, Errors, KeyPath};
 use crate::hub::{Event, Hub};
 
 /// `[broker]`.
@@ -16,20 +20,76 @@ use crate::hub::{Event, Hub};
 pub enum BrokerConfig {
     /// Groups live in this process only.
     Memory,
+    /// Groups live on RabbitMQ, shared with other instances and channels_rabbitmq peers.
+    Amqp(AmqpConfig),
+}
+
+/// `[broker] kind = "amqp"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AmqpConfig {
+    /// `amqp://user:pass@host:port/vhost` or `amqps://...`. Default: guest on localhost.
+    pub url: String,
+    /// The direct exchange groups are routed by. Default "groups" (channels_rabbitmq's).
+    pub groups_exchange: String,
+    /// Messages our queue holds before RabbitMQ rejects publishes (`x-max-length`). Default 100.
+    pub capacity: u32,
+    /// How long a message waits in our queue before it expires (`x-message-ttl`). Default 60s.
+    pub expiry: Duration,
+    /// Unacknowledged deliveries in flight (basic.qos). Default 100.
+    pub prefetch: u16,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(crate) struct RawBroker {
     kind: Option<String>,
+    url: Option<String>,
+    groups_exchange: Option<String>,
+    capacity: Option<u32>,
+    expiry: Option<String>,
+    prefetch: Option<u16>,
 }
+
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 impl RawBroker {
     pub(crate) fn validate(self, path: &KeyPath, errs: &mut Errors) -> BrokerConfig {
         match self.kind.as_deref() {
-            None | Some("memory") => BrokerConfig::Memory,
+            None | Some("memory") => {
+                for (key, set) in [("url", self.url.is_some()), ("groups_exchange", self.groups_exchange.is_some())] {
+                    if set {
+                        errs.add(&path.key(key), "only applies to kind = \"amqp\"");
+                    }
+                }
+                BrokerConfig::Memory
+            }
+            Some("amqp") => {
+                let url = self.url.unwrap_or_else(|| DEFAULT_AMQP_URL.to_string());
+                if let Err(e) = url.parse::<lapin::uri::AMQPUri>() {
+                    errs.add(&path.key("url"), format!("`{}` is not an AMQP URL ({e}); write it like \"amqp://user:pass@host:5672/%2f\"", amqp::redact(&url)));
+                }
+                let exchange = self.groups_exchange.unwrap_or_else(|| "groups".into());
+                if exchange.is_empty() || exchange.len() > 255 {
+                    errs.add(&path.key("groups_exchange"), "must be 1 to 255 characters");
+                }
+                let capacity = self.capacity.unwrap_or(100);
+                if capacity == 0 {
+                    errs.add(&path.key("capacity"), "must be at least 1");
+                }
+                let prefetch = self.prefetch.unwrap_or(100);
+                if prefetch == 0 {
+                    errs.add(&path.key("prefetch"), "must be at least 1");
+                }
+                BrokerConfig::Amqp(AmqpConfig {
+                    url,
+                    groups_exchange: exchange,
+                    capacity,
+                    expiry: values::duration(self.expiry.as_deref(), Duration::from_secs(60), false, &path.key("expiry"), errs),
+                    prefetch,
+                })
+            }
             Some(other) => {
-                errs.add(&path.key("kind"), format!("`{other}` is not a broker kind this build supports; use \"memory\""));
+                errs.add(&path.key("kind"), format!("`{other}` is not a broker kind; use \"memory\" or \"amqp\""));
                 BrokerConfig::Memory
             }
         }

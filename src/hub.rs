@@ -177,6 +177,14 @@ impl Hub {
         self.read().groups.contains_key(group)
     }
 
+    pub fn member_count(&self, group: &str) -> usize {
+        self.read().groups.get(group).map_or(0, |m| m.len())
+    }
+
+    pub fn has_channel(&self, channel: &str) -> bool {
+        self.read().channels.contains_key(channel)
+    }
+
     pub fn groups(&self) -> Vec<String> {
         self.read().groups.keys().cloned().collect()
     }

@@ -15,6 +15,23 @@ pub struct Metrics {
     pub upstream: UpstreamMetrics,
     pub ws: WsMetrics,
     pub hub: HubMetrics,
+    pub broker: BrokerMetrics,
+}
+
+/// The group broker (RabbitMQ).
+pub struct BrokerMetrics {
+    /// 1 while connected to RabbitMQ (always 1 for the memory broker).
+    pub up: IntGauge,
+    /// Successful reconnections after a lost or failed connection.
+    pub reconnects: IntCounter,
+    /// Messages consumed from our queue.
+    pub consumed: IntCounter,
+    /// Messages published, by outcome (ok, refused, error).
+    pub published: IntCounterVec,
+    /// Consumed messages that could not be decoded, by kind; acked and dropped.
+    pub decode_failures: IntCounterVec,
+    /// Queue bind/unbind operations, by op and outcome.
+    pub bindings: IntCounterVec,
 }
 
 /// WebSocket connections served in-process.
@@ -192,12 +209,21 @@ impl Metrics {
             delivered: register(reg, IntCounter::new("channelgate_hub_delivered_total", "Messages queued to local WebSocket connections.").expect("valid metric opts")),
             drops: counter_vec(reg, "channelgate_hub_dropped_total", "Messages not delivered to a connection, by reason.", &["reason"]),
         };
+        let broker = BrokerMetrics {
+            up: gauge(reg, "channelgate_broker_up", "1 while the group broker is connected."),
+            reconnects: register(reg, IntCounter::new("channelgate_broker_reconnects_total", "Reconnections to the broker.").expect("valid metric opts")),
+            consumed: register(reg, IntCounter::new("channelgate_broker_consumed_total", "Messages consumed from the broker queue.").expect("valid metric opts")),
+            published: counter_vec(reg, "channelgate_broker_published_total", "Messages published to the broker, by outcome.", &["outcome"]),
+            decode_failures: counter_vec(reg, "channelgate_broker_decode_failures_total", "Undecodable broker messages, by kind.", &["kind"]),
+            bindings: counter_vec(reg, "channelgate_broker_bindings_total", "Queue bind and unbind operations, by op and outcome.", &["op", "outcome"]),
+        };
         Metrics {
             registry,
             http,
             upstream,
             ws,
             hub,
+            broker,
         }
     }
 

@@ -9,6 +9,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
+use crate::broker::amqp::{AmqpBroker, AmqpService};
 use crate::broker::{Broker, BrokerConfig, MemoryBroker};
 use crate::hub::Hub;
 use crate::publish::PublishApi;
@@ -70,7 +71,15 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
 
     let hub = Hub::new(metrics.clone());
     let broker: Arc<dyn Broker> = match &config.broker {
-        BrokerConfig::Memory => Arc::new(MemoryBroker::new(hub.clone())),
+        BrokerConfig::Memory => {
+            metrics.broker.up.set(1);
+            Arc::new(MemoryBroker::new(hub.clone()))
+        }
+        BrokerConfig::Amqp(cfg) => {
+            let amqp = AmqpBroker::new(cfg.clone(), hub.clone(), metrics.clone());
+            server.add_service(background_service("amqp broker", AmqpService(amqp.clone())));
+            amqp
+        }
     };
     let (ws_shutdown, ws_shutdown_rx) = tokio::sync::watch::channel(false);
     let ws = Arc::new(Endpoint {

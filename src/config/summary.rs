@@ -93,7 +93,17 @@ pub fn render(c: &Config) -> String {
             r.slow_client
         ));
     }
-    line(format!("broker:      {:?}", c.broker).to_lowercase());
+    match &c.broker {
+        crate::broker::BrokerConfig::Memory => line("broker:      memory (this process only)".into()),
+        crate::broker::BrokerConfig::Amqp(a) => line(format!(
+            "broker:      amqp {} exchange \"{}\" (capacity {}, expiry {}, prefetch {})",
+            crate::broker::amqp::redact(&a.url),
+            a.groups_exchange,
+            a.capacity,
+            show_duration(a.expiry),
+            a.prefetch
+        )),
+    }
     line(format!(
         "log:         level \"{}\", access log {}, {:?} format",
         c.log.level,

@@ -1,0 +1,370 @@
+//! The RabbitMQ broker, wire-compatible with channels_rabbitmq (shared/wire.md §1): one
+//! connection per process, exchange `groups` (direct), one exclusive queue
+//! `channels_<12 letters>` bound to the groups that have local members. Python code that
+//! publishes with channels_rabbitmq (or its msgpack body by hand) reaches channelgate's
+//! clients, and channelgate's publishes reach daphne consumers.
+//!
+//! One supervisor task owns the connection: it connects with capped, jittered backoff,
+//! replays every binding after a reconnect, applies bind/unbind requests from the hub in
+//! order, and consumes. WebSocket clients stay connected while RabbitMQ is away.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::Confirmation;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use rand::Rng;
+use tokio::sync::mpsc;
+
+use super::codec::{self, Target};
+use super::{AmqpConfig, Broker, PublishError, Published};
+use crate::hub::{Event, GroupListener, Hub};
+use crate::metrics::Metrics;
+
+/// How long a publish waits for RabbitMQ's confirm.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+enum BindOp {
+    Bind(String),
+    Unbind(String),
+}
+
+pub struct AmqpBroker {
+    cfg: AmqpConfig,
+    /// Our queue's name, also the prefix of our channel names.
+    queue: String,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    up: AtomicBool,
+    /// The channel publishes go through (confirm mode), while connected.
+    publisher: Mutex<Option<Channel>>,
+    ops: mpsc::UnboundedSender<BindOp>,
+    ops_rx: Mutex<Option<mpsc::UnboundedReceiver<BindOp>>>,
+    /// Decode failure kinds already logged (each kind is logged once, with a sample).
+    logged: Mutex<HashSet<&'static str>>,
+}
+
+/// `amqp://user:***@host/vhost`: the URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl AmqpBroker {
+    pub fn new(cfg: AmqpConfig, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Arc<AmqpBroker> {
+        let (ops, ops_rx) = mpsc::unbounded_channel();
+        let b = Arc::new(AmqpBroker {
+            cfg,
+            queue: super::new_instance_name(),
+            hub: hub.clone(),
+            metrics,
+            up: AtomicBool::new(false),
+            publisher: Mutex::new(None),
+            ops,
+            ops_rx: Mutex::new(Some(ops_rx)),
+            logged: Mutex::new(HashSet::new()),
+        });
+        hub.set_listener(b.clone());
+        b
+    }
+
+    fn set_up(&self, up: bool, publisher: Option<Channel>) {
+        *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = publisher;
+        self.up.store(up, Ordering::SeqCst);
+        self.metrics.broker.up.set(up as i64);
+    }
+
+    fn publisher(&self) -> Option<Channel> {
+        self.publisher.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn queue_args(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        args.insert("x-max-length".into(), AMQPValue::LongLongInt(self.cfg.capacity as i64));
+        args.insert("x-overflow".into(), AMQPValue::LongString(LongString::from("reject-publish")));
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(self.cfg.expiry.as_millis() as i64));
+        args
+    }
+
+    /// Connects and declares what channels_rabbitmq declares.
+    async fn connect(&self) -> lapin::Result<(Connection, Channel, Channel)> {
+        let name = format!(
+            "channelgate {} {}",
+            hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "-".into()),
+            std::process::id()
+        );
+        let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
+        let connecting = Connection::connect_with_runtime(&self.cfg.url, props, async_rs::Runtime::tokio_current());
+        let conn = tokio::time::timeout(Duration::from_secs(10), connecting)
+            .await
+            .map_err(|_| lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed)))??;
+        let consume = conn.create_channel().await?;
+        let exchange_opts = ExchangeDeclareOptions {
+            durable: false,
+            auto_delete: false,
+            ..Default::default()
+        };
+        consume
+            .exchange_declare(self.cfg.groups_exchange.as_str().into(), ExchangeKind::Direct, exchange_opts, FieldTable::default())
+            .await?;
+        let queue_opts = QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        consume.queue_declare(self.queue.as_str().into(), queue_opts, self.queue_args()).await?;
+        consume.basic_qos(self.cfg.prefetch, BasicQosOptions::default()).await?;
+        let publish = conn.create_channel().await?;
+        publish.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok((conn, consume, publish))
+    }
+
+    async fn bind(&self, ch: &Channel, group: &str, bind: bool) -> lapin::Result<()> {
+        let (q, x, k): (ShortString, ShortString, ShortString) =
+            (self.queue.as_str().into(), self.cfg.groups_exchange.as_str().into(), group.into());
+        let r = if bind {
+            ch.queue_bind(q, x, k, QueueBindOptions::default(), FieldTable::default()).await
+        } else {
+            ch.queue_unbind(q, x, k, FieldTable::default()).await
+        };
+        let op = if bind { "bind" } else { "unbind" };
+        let outcome = if r.is_ok() { "ok" } else { "error" };
+        self.metrics.broker.bindings.with_label_values(&[op, outcome]).inc();
+        r
+    }
+
+    /// Brings the queue's bindings in line with the hub's groups for one request; requests
+    /// are applied in order and checked against the hub, so a join and leave that race
+    /// leave no binding behind.
+    async fn apply(&self, ch: &Channel, bound: &mut HashSet<String>, op: BindOp) -> lapin::Result<()> {
+        match op {
+            BindOp::Bind(g) if self.hub.has_group(&g) && !bound.contains(&g) => {
+                self.bind(ch, &g, true).await?;
+                bound.insert(g);
+            }
+            BindOp::Unbind(g) if !self.hub.has_group(&g) && bound.contains(&g) => {
+                self.bind(ch, &g, false).await?;
+                bound.remove(&g);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn decode_failed(&self, e: &codec::DecodeError, body: &[u8]) {
+        self.metrics.broker.decode_failures.with_label_values(&[e.kind]).inc();
+        let first = self.logged.lock().unwrap_or_else(|p| p.into_inner()).insert(e.kind);
+        if first {
+            let sample = String::from_utf8_lossy(&body[..body.len().min(64)]).into_owned();
+            tracing::warn!(
+                kind = e.kind,
+                detail = %e.detail,
+                bytes = body.len(),
+                sample = ?sample,
+                "undecodable message on the broker queue: acked and dropped (logged once per kind)"
+            );
+        }
+    }
+
+    fn deliver(&self, data: &[u8], content_type: Option<&str>) {
+        self.metrics.broker.consumed.inc();
+        if data.len() > crate::publish::MAX_BODY * 16 {
+            let e = codec::DecodeError { kind: "too_large", detail: format!("{} bytes", data.len()) };
+            return self.decode_failed(&e, data);
+        }
+        let (target, event) = match codec::decode(data, content_type) {
+            Ok(v) => v,
+            Err(e) => return self.decode_failed(&e, data),
+        };
+        let res = match &target {
+            Target::Group(g) => self.hub.deliver_group(g, &event),
+            Target::Channel(c) => self.hub.deliver_channel(c, &event),
+        };
+        if let Err(e) = res {
+            self.decode_failed(&codec::DecodeError { kind: "bad_event", detail: e }, data);
+        }
+    }
+
+    /// One connected session: replay bindings, then consume and bind until the
+    /// connection fails (Err) or shutdown (Ok).
+    async fn session(
+        &self,
+        conn: &Connection,
+        ch: &Channel,
+        ops: &mut mpsc::UnboundedReceiver<BindOp>,
+        shutdown: &mut ShutdownWatch,
+    ) -> lapin::Result<()> {
+        let mut bound = HashSet::new();
+        for g in self.hub.groups() {
+            self.apply(ch, &mut bound, BindOp::Bind(g)).await?;
+        }
+        let mut consumer = ch
+            .basic_consume(self.queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await?;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        let _ = conn.close(200, "channelgate shutting down".into()).await;
+                        return Ok(());
+                    }
+                }
+                op = ops.recv() => match op {
+                    Some(op) => self.apply(ch, &mut bound, op).await?,
+                    None => return Ok(()),
+                },
+                d = consumer.next() => match d {
+                    Some(Ok(d)) => {
+                        let ct = d.properties.content_type().as_ref().map(|c| c.to_string());
+                        self.deliver(&d.data, ct.as_deref());
+                        d.acker.ack(BasicAckOptions::default()).await?;
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed))),
+                },
+            }
+        }
+    }
+
+    async fn supervise(&self, mut shutdown: ShutdownWatch) {
+        let Some(mut ops) = self.ops_rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let target = redact(&self.cfg.url);
+        let mut failures: u32 = 0;
+        while !*shutdown.borrow() {
+            match self.connect().await {
+                Ok((conn, consume, publish)) => {
+                    if failures > 0 {
+                        self.metrics.broker.reconnects.inc();
+                    }
+                    failures = 0;
+                    tracing::info!(broker = %target, queue = %self.queue, "connected to RabbitMQ");
+                    self.set_up(true, Some(publish));
+                    let ended = self.session(&conn, &consume, &mut ops, &mut shutdown).await;
+                    self.set_up(false, None);
+                    match ended {
+                        Ok(()) => return,
+                        Err(e) => tracing::warn!(broker = %target, error = %e, "lost the RabbitMQ connection; reconnecting"),
+                    }
+                }
+                Err(e) => {
+                    if failures == 0 {
+                        tracing::warn!(broker = %target, error = %e, "cannot connect to RabbitMQ; retrying with backoff");
+                    }
+                }
+            }
+            failures += 1;
+            let base = BACKOFF_MIN.saturating_mul(1 << failures.min(6)).min(BACKOFF_MAX);
+            let jittered = base.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
+            tokio::select! {
+                _ = tokio::time::sleep(jittered) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn publish(&self, exchange: &str, routing_key: &str, body: Vec<u8>) -> Result<(), PublishError> {
+        let ch = self.publisher().ok_or_else(|| PublishError::Unavailable("not connected to RabbitMQ".into()))?;
+        let outcome = async {
+            let confirm = ch
+                .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions::default(), &body, BasicProperties::default())
+                .await
+                .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+            match confirm.await {
+                Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => Ok(()),
+                Ok(Confirmation::Nack(_)) => Err(PublishError::Refused("RabbitMQ nacked the message (a full queue rejects publishes)".into())),
+                Err(e) => Err(PublishError::Unavailable(e.to_string())),
+            }
+        };
+        let result = match tokio::time::timeout(CONFIRM_TIMEOUT, outcome).await {
+            Ok(r) => r,
+            Err(_) => Err(PublishError::Unavailable(format!("no confirm from RabbitMQ within {CONFIRM_TIMEOUT:?}"))),
+        };
+        let label = match &result {
+            Ok(()) => "ok",
+            Err(PublishError::Refused(_)) => "refused",
+            Err(_) => "error",
+        };
+        self.metrics.broker.published.with_label_values(&[label]).inc();
+        result
+    }
+}
+
+impl GroupListener for AmqpBroker {
+    fn first_joined(&self, group: &str) {
+        let _ = self.ops.send(BindOp::Bind(group.to_string()));
+    }
+
+    fn last_left(&self, group: &str) {
+        let _ = self.ops.send(BindOp::Unbind(group.to_string()));
+    }
+}
+
+#[async_trait]
+impl Broker for AmqpBroker {
+    async fn group_send(&self, group: &str, event: Event) -> Result<Published, PublishError> {
+        event.to_outbound().map_err(PublishError::Invalid)?;
+        let body = codec::encode(&event, &Target::Group(group.to_string()));
+        let local = self.hub.member_count(group);
+        self.publish(&self.cfg.groups_exchange, group, body).await?;
+        Ok(Published { local })
+    }
+
+    async fn send(&self, channel: &str, event: Event) -> Result<Published, PublishError> {
+        event.to_outbound().map_err(PublishError::Invalid)?;
+        let queue = channel.split('!').next().unwrap_or(channel);
+        let body = codec::encode(&event, &Target::Channel(channel.to_string()));
+        self.publish("", queue, body).await?;
+        Ok(Published {
+            local: self.hub.has_channel(channel) as usize,
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        self.up.load(Ordering::SeqCst)
+    }
+
+    fn instance(&self) -> &str {
+        &self.queue
+    }
+}
+
+/// Runs the broker's supervisor as a Pingora background service, so it sees shutdown.
+pub struct AmqpService(pub Arc<AmqpBroker>);
+
+#[async_trait]
+impl BackgroundService for AmqpService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.supervise(shutdown).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("amqp://guest:secret@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(redact("amqp://127.0.0.1"), "amqp://127.0.0.1");
+    }
+}
