@@ -175,7 +175,7 @@ impl AmqpBroker {
         if first {
             let sample = String::from_utf8_lossy(&body[..body.len().min(64)]).into_owned();
             tracing::warn!(
-                kind = e.kind,
+                kind = %e.kind,
                 detail = %e.detail,
                 bytes = body.len(),
                 sample = ?sample,

@@ -326,3 +326,38 @@ pub fn client() -> reqwest::blocking::Client {
         .build()
         .expect("http client")
 }
+
+/// Whether RabbitMQ answers on 127.0.0.1:5672. Under CI its absence fails the test;
+/// elsewhere the test is skipped with a loud message.
+pub fn rabbitmq_available() -> bool {
+    let up = TcpStream::connect_timeout(&"127.0.0.1:5672".parse().expect("addr"), Duration::from_secs(2)).is_ok();
+    if !up {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "RabbitMQ is not reachable at 127.0.0.1:5672 and CI is set: broker tests must run (scripts/test starts RabbitMQ)"
+        );
+        eprintln!("\n********\n*** SKIPPED: RabbitMQ is not reachable at 127.0.0.1:5672; start it with `rabbitmq-server -detached` ***\n********\n");
+    }
+    up
+}
+
+/// A name no other test uses, for groups on the shared RabbitMQ.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{:x}", std::process::id(), rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    t ^ N.fetch_add(0x9e37_79b9, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Runs tests/peers/amqp_publish.py with `args`.
+pub fn amqp_publish(args: &[&str]) {
+    let out = Command::new(venv_bin("python"))
+        .arg(repo().join("tests/peers/amqp_publish.py"))
+        .args(args)
+        .output()
+        .expect("run amqp_publish.py");
+    assert!(out.status.success(), "amqp_publish.py failed: {}", String::from_utf8_lossy(&out.stderr));
+}
