@@ -40,7 +40,10 @@ impl RawAdmin {
     pub(crate) fn validate(self, path: &KeyPath, errs: &mut Errors) -> AdminConfig {
         if let Some(t) = &self.publish_token {
             if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                errs.add(&path.key("publish_token"), "must be at least 16 characters, without spaces");
+                errs.add(
+                    &path.key("publish_token"),
+                    "must be at least 16 characters, without spaces",
+                );
             }
         }
         if self.enabled == Some(false) {
@@ -69,10 +72,17 @@ fn text(status: StatusCode, body: impl Into<Vec<u8>>) -> Response<Vec<u8>> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
-    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
-    headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
     let len = resp.body().len();
-    resp.headers_mut().insert(http::header::CONTENT_LENGTH, len.into());
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, len.into());
     resp
 }
 
@@ -80,11 +90,20 @@ impl AdminApp {
     fn readyz(&self) -> Response<Vec<u8>> {
         let healthy = self.upstreams.healthy_count();
         if !self.publish.broker.is_ready() {
-            text(StatusCode::SERVICE_UNAVAILABLE, "not ready: the broker is down\n")
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: the broker is down\n",
+            )
         } else if healthy > 0 {
-            text(StatusCode::OK, format!("ready: {healthy} healthy upstream server(s)\n"))
+            text(
+                StatusCode::OK,
+                format!("ready: {healthy} healthy upstream server(s)\n"),
+            )
         } else {
-            text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no healthy upstream server\n")
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: no healthy upstream server\n",
+            )
         }
     }
 
@@ -92,7 +111,10 @@ impl AdminApp {
         let known = matches!(path, "/metrics" | "/healthz" | "/readyz");
         if known && method != Method::GET && method != Method::HEAD {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n");
-            r.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
+            r.headers_mut().insert(
+                http::header::ALLOW,
+                http::HeaderValue::from_static("GET, HEAD"),
+            );
             return r;
         }
         match path {
@@ -106,7 +128,10 @@ impl AdminApp {
             }
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" => self.readyz(),
-            _ => text(StatusCode::NOT_FOUND, "404 Not Found: try /metrics, /healthz, /readyz or POST /publish/{group}\n"),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "404 Not Found: try /metrics, /healthz, /readyz or POST /publish/{group}\n",
+            ),
         }
     }
 }

@@ -56,7 +56,10 @@ impl RawBroker {
     pub(crate) fn validate(self, path: &KeyPath, errs: &mut Errors) -> BrokerConfig {
         match self.kind.as_deref() {
             None | Some("memory") => {
-                for (key, set) in [("url", self.url.is_some()), ("groups_exchange", self.groups_exchange.is_some())] {
+                for (key, set) in [
+                    ("url", self.url.is_some()),
+                    ("groups_exchange", self.groups_exchange.is_some()),
+                ] {
                     if set {
                         errs.add(&path.key(key), "only applies to kind = \"amqp\"");
                     }
@@ -84,12 +87,21 @@ impl RawBroker {
                     url,
                     groups_exchange: exchange,
                     capacity,
-                    expiry: values::duration(self.expiry.as_deref(), Duration::from_secs(60), false, &path.key("expiry"), errs),
+                    expiry: values::duration(
+                        self.expiry.as_deref(),
+                        Duration::from_secs(60),
+                        false,
+                        &path.key("expiry"),
+                        errs,
+                    ),
                     prefetch,
                 })
             }
             Some(other) => {
-                errs.add(&path.key("kind"), format!("`{other}` is not a broker kind; use \"memory\" or \"amqp\""));
+                errs.add(
+                    &path.key("kind"),
+                    format!("`{other}` is not a broker kind; use \"memory\" or \"amqp\""),
+                );
                 BrokerConfig::Memory
             }
         }
@@ -141,7 +153,9 @@ pub fn new_channel_name(instance: &str) -> String {
 fn random_letters(n: usize) -> String {
     const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
     let mut rng = rand::thread_rng();
-    (0..n).map(|_| LETTERS[rng.gen_range(0..LETTERS.len())] as char).collect()
+    (0..n)
+        .map(|_| LETTERS[rng.gen_range(0..LETTERS.len())] as char)
+        .collect()
 }
 
 /// Delivers within this process.
@@ -162,12 +176,18 @@ impl MemoryBroker {
 #[async_trait]
 impl Broker for MemoryBroker {
     async fn group_send(&self, group: &str, event: Event) -> Result<Published, PublishError> {
-        let d = self.hub.deliver_group(group, &event).map_err(PublishError::Invalid)?;
+        let d = self
+            .hub
+            .deliver_group(group, &event)
+            .map_err(PublishError::Invalid)?;
         Ok(Published { local: d.delivered })
     }
 
     async fn send(&self, channel: &str, event: Event) -> Result<Published, PublishError> {
-        let d = self.hub.deliver_channel(channel, &event).map_err(PublishError::Invalid)?;
+        let d = self
+            .hub
+            .deliver_channel(channel, &event)
+            .map_err(PublishError::Invalid)?;
         Ok(Published { local: d.delivered })
     }
 
@@ -187,7 +207,11 @@ mod tests {
     #[test]
     fn names_follow_channels_rabbitmq() {
         let i = new_instance_name();
-        assert!(i.starts_with("channels_") && i.len() == 21 && i[9..].chars().all(|c| c.is_ascii_alphabetic()));
+        assert!(
+            i.starts_with("channels_")
+                && i.len() == 21
+                && i[9..].chars().all(|c| c.is_ascii_alphabetic())
+        );
         let c = new_channel_name(&i);
         assert_eq!(c.split_once('!').unwrap().0, i);
         assert_eq!(c.len(), 34);

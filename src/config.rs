@@ -151,12 +151,31 @@ impl Config {
         let log = raw.log.validate(&root.key("log"), &mut errs);
         let ws = crate::ws::config::validate_routes(raw.ws, &root.key("ws"), &mut errs);
         let broker = raw.broker.validate(&root.key("broker"), &mut errs);
-        if let (Some(a), true) = (&admin.listen, server.listen.iter().any(|l| Some(l) == admin.listen.as_ref())) {
-            errs.add(&root.key("admin").key("listen"), format!("{a} is also a [server] listener"));
+        if let (Some(a), true) = (
+            &admin.listen,
+            server
+                .listen
+                .iter()
+                .any(|l| Some(l) == admin.listen.as_ref()),
+        ) {
+            errs.add(
+                &root.key("admin").key("listen"),
+                format!("{a} is also a [server] listener"),
+            );
         }
         for (i, r) in ws.iter().enumerate() {
-            if let Some(a) = r.auth.as_ref().filter(|a| ws.iter().any(|o| o.path.matches(&a.path).is_some())) {
-                errs.add(&root.key("ws").index(i).key("auth").key("path"), format!("{} is itself a WebSocket route; auth must go to the app", a.path));
+            if let Some(a) = r
+                .auth
+                .as_ref()
+                .filter(|a| ws.iter().any(|o| o.path.matches(&a.path).is_some()))
+            {
+                errs.add(
+                    &root.key("ws").index(i).key("auth").key("path"),
+                    format!(
+                        "{} is itself a WebSocket route; auth must go to the app",
+                        a.path
+                    ),
+                );
             }
         }
         let config = Config {
@@ -179,12 +198,17 @@ impl Config {
 
 /// The section of an unknown key: the dotted path without the key itself.
 fn section_of(dotted: &str) -> String {
-    dotted.rsplit_once('.').map(|(s, _)| s.to_string()).unwrap_or_default()
+    dotted
+        .rsplit_once('.')
+        .map(|(s, _)| s.to_string())
+        .unwrap_or_default()
 }
 
 impl RawServer {
     fn validate(self, path: &KeyPath, errs: &mut Errors) -> ServerConfig {
-        let raw_listen = self.listen.unwrap_or_else(|| vec![DEFAULT_LISTEN.to_string()]);
+        let raw_listen = self
+            .listen
+            .unwrap_or_else(|| vec![DEFAULT_LISTEN.to_string()]);
         if raw_listen.is_empty() {
             errs.add(&path.key("listen"), "needs at least one address");
         }
@@ -218,9 +242,13 @@ impl RawServer {
             threads,
             grace_period,
             upgrade_sock: PathBuf::from(
-                self.upgrade_sock.unwrap_or_else(|| "/tmp/channelgate_upgrade.sock".into()),
+                self.upgrade_sock
+                    .unwrap_or_else(|| "/tmp/channelgate_upgrade.sock".into()),
             ),
-            pid_file: PathBuf::from(self.pid_file.unwrap_or_else(|| "/tmp/channelgate.pid".into())),
+            pid_file: PathBuf::from(
+                self.pid_file
+                    .unwrap_or_else(|| "/tmp/channelgate.pid".into()),
+            ),
         }
     }
 }
@@ -235,7 +263,10 @@ impl RawLog {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                errs.add(&path.key("format"), format!("`{other}` is not a log format; use \"text\" or \"json\""));
+                errs.add(
+                    &path.key("format"),
+                    format!("`{other}` is not a log format; use \"text\" or \"json\""),
+                );
                 LogFormat::Text
             }
         };
@@ -260,7 +291,10 @@ mod tests {
     #[test]
     fn minimal_config_takes_defaults() {
         let c = parse(MINIMAL).unwrap();
-        assert_eq!(c.server.listen, vec![Address::Tcp("127.0.0.1:8000".parse().unwrap())]);
+        assert_eq!(
+            c.server.listen,
+            vec![Address::Tcp("127.0.0.1:8000".parse().unwrap())]
+        );
         assert_eq!(c.server.grace_period, DEFAULT_GRACE_PERIOD);
         assert_eq!(c.admin.listen.unwrap().to_string(), "127.0.0.1:9100");
         assert_eq!(c.upstream.servers.len(), 1);
@@ -272,9 +306,16 @@ mod tests {
             .unwrap_err();
         let msgs: Vec<String> = e.errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(msgs.len(), 3, "{msgs:?}");
-        assert_eq!(msgs[0], "line 3, column 1: server.lisen: unknown key; did you mean `listen`?");
+        assert_eq!(
+            msgs[0],
+            "line 3, column 1: server.lisen: unknown key; did you mean `listen`?"
+        );
         assert_eq!(msgs[1], "line 7, column 1: upstream.conect_timeout: unknown key; did you mean `connect_timeout`?");
-        assert!(msgs[2].starts_with("line 8, column 2: bogus: unknown key"), "{}", msgs[2]);
+        assert!(
+            msgs[2].starts_with("line 8, column 2: bogus: unknown key"),
+            "{}",
+            msgs[2]
+        );
     }
 
     #[test]
@@ -284,7 +325,16 @@ mod tests {
         )
         .unwrap_err();
         let keys: Vec<&str> = e.errors.iter().map(|e| e.key.as_str()).collect();
-        assert_eq!(keys, ["server.listen[0]", "server.threads", "server.grace_period", "upstream.servers", "log.format"]);
+        assert_eq!(
+            keys,
+            [
+                "server.listen[0]",
+                "server.threads",
+                "server.grace_period",
+                "upstream.servers",
+                "log.format"
+            ]
+        );
     }
 
     #[test]
@@ -297,7 +347,9 @@ mod tests {
 
     #[test]
     fn admin_may_not_share_a_listener() {
-        let e = parse("[server]\nlisten=[\"127.0.0.1:9100\"]\n[upstream]\nservers=[\"127.0.0.1:1\"]\n").unwrap_err();
+        let e =
+            parse("[server]\nlisten=[\"127.0.0.1:9100\"]\n[upstream]\nservers=[\"127.0.0.1:1\"]\n")
+                .unwrap_err();
         assert_eq!(e.errors[0].key, "admin.listen");
     }
 
@@ -305,8 +357,14 @@ mod tests {
     fn shipped_example_ws_block_is_valid_when_uncommented() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/channelgate.toml");
         let text = std::fs::read_to_string(path).unwrap();
-        let (head, tail) = text.split_once("# [[ws]]").expect("the example documents [[ws]]");
-        let block: String = tail.lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
+        let (head, tail) = text
+            .split_once("# [[ws]]")
+            .expect("the example documents [[ws]]");
+        let block: String = tail
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
         let c = parse(&format!("{head}[[ws]]{block}\n")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.ws.len(), 1);
         assert_eq!(c.ws[0].groups.len(), 1);

@@ -20,8 +20,13 @@ pub fn check_group_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() >= 100 {
         return Err("a group name has 1 to 99 characters".into());
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
-        return Err(format!("a group name may only hold ASCII letters, digits, - _ and . (found {c:?})"));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "a group name may only hold ASCII letters, digits, - _ and . (found {c:?})"
+        ));
     }
     Ok(())
 }
@@ -35,7 +40,11 @@ pub struct Kick {
 
 impl Kick {
     pub fn kick(&self, code: u16) {
-        if self.code.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        if self
+            .code
+            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
             self.notify.notify_one();
         }
     }
@@ -104,7 +113,11 @@ impl Hub {
 
     /// A new member with a queue of `capacity` messages; the receiver and kick go to the
     /// connection's task.
-    pub fn member(&self, capacity: usize, slow: SlowClient) -> (Member, mpsc::Receiver<Outbound>, Arc<Kick>) {
+    pub fn member(
+        &self,
+        capacity: usize,
+        slow: SlowClient,
+    ) -> (Member, mpsc::Receiver<Outbound>, Arc<Kick>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let kick = Arc::new(Kick::default());
         let m = Member {
@@ -155,7 +168,9 @@ impl Hub {
     pub fn leave(&self, group: &str, id: u64) {
         let last = {
             let mut inner = self.write();
-            let Some(members) = inner.groups.get_mut(group) else { return };
+            let Some(members) = inner.groups.get_mut(group) else {
+                return;
+            };
             if members.remove(&id).is_some() {
                 self.metrics.hub.memberships.dec();
             }
@@ -197,10 +212,18 @@ impl Hub {
                 d.dropped += 1;
                 match (m.slow, out) {
                     (SlowClient::Drop, Outbound::Frame(_)) => {
-                        self.metrics.hub.drops.with_label_values(&["slow_client_message"]).inc();
+                        self.metrics
+                            .hub
+                            .drops
+                            .with_label_values(&["slow_client_message"])
+                            .inc();
                     }
                     _ => {
-                        self.metrics.hub.drops.with_label_values(&["slow_client_closed"]).inc();
+                        self.metrics
+                            .hub
+                            .drops
+                            .with_label_values(&["slow_client_closed"])
+                            .inc();
                         m.kick.kick(1013);
                     }
                 }
@@ -254,11 +277,26 @@ mod tests {
         hub.join("g", &a);
         hub.join("g", &b);
         let ev = Event::text("t", "hi".into());
-        assert_eq!(hub.deliver_group("g", &ev).unwrap(), Delivery { delivered: 2, dropped: 0 });
+        assert_eq!(
+            hub.deliver_group("g", &ev).unwrap(),
+            Delivery {
+                delivered: 2,
+                dropped: 0
+            }
+        );
         // b's queue (1) is full now: the next message kicks it, a still gets it.
-        assert_eq!(hub.deliver_group("g", &ev).unwrap(), Delivery { delivered: 1, dropped: 1 });
+        assert_eq!(
+            hub.deliver_group("g", &ev).unwrap(),
+            Delivery {
+                delivered: 1,
+                dropped: 1
+            }
+        );
         assert_eq!(kick_b.kicked().await, 1013);
-        assert_eq!(rx_a.recv().await.unwrap(), Outbound::Frame(Message::Text("hi".into())));
+        assert_eq!(
+            rx_a.recv().await.unwrap(),
+            Outbound::Frame(Message::Text("hi".into()))
+        );
         hub.leave("g", a.id);
         hub.leave("g", b.id);
         assert!(!hub.has_group("g"));

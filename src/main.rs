@@ -27,7 +27,12 @@ enum Command {
     /// sockets to a new instance started with --upgrade.
     Run {
         /// The TOML configuration file.
-        #[arg(short, long, value_name = "FILE", default_value = "/etc/channelgate/channelgate.toml")]
+        #[arg(
+            short,
+            long,
+            value_name = "FILE",
+            default_value = "/etc/channelgate/channelgate.toml"
+        )]
         config: PathBuf,
         /// Take the listening sockets over from the running instance (zero-downtime
         /// upgrade): start the new binary with --upgrade, then send SIGQUIT to the old one.
@@ -58,7 +63,12 @@ enum Command {
     /// print every error with its key, line and column and exit 1.
     Check {
         /// The TOML configuration file.
-        #[arg(short, long, value_name = "FILE", default_value = "/etc/channelgate/channelgate.toml")]
+        #[arg(
+            short,
+            long,
+            value_name = "FILE",
+            default_value = "/etc/channelgate/channelgate.toml"
+        )]
         config: PathBuf,
     },
 }
@@ -80,13 +90,20 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Publish { admin, group, text, json, token } => {
+        Command::Publish {
+            admin,
+            group,
+            text,
+            json,
+            token,
+        } => {
             let (body, content_type) = match (text, json) {
                 (Some(t), _) => (t.into_bytes(), "text/plain; charset=utf-8"),
                 (None, Some(j)) => (j.into_bytes(), "application/json"),
                 (None, None) => unreachable!("clap requires --text or --json"),
             };
-            match channelgate::publish::post(&admin, &group, &body, content_type, token.as_deref()) {
+            match channelgate::publish::post(&admin, &group, &body, content_type, token.as_deref())
+            {
                 Ok((status, answer)) => {
                     println!("{answer}");
                     if (200..300).contains(&status) {

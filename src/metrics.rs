@@ -138,7 +138,11 @@ impl Metrics {
                 &["method", "status_class"],
             ),
             duration: register(reg, duration),
-            in_flight: gauge(reg, "channelgate_http_requests_in_flight", "HTTP requests being served."),
+            in_flight: gauge(
+                reg,
+                "channelgate_http_requests_in_flight",
+                "HTTP requests being served.",
+            ),
             connections: gauge(
                 reg,
                 "channelgate_downstream_connections",
@@ -166,7 +170,10 @@ impl Metrics {
             healthy: register(
                 reg,
                 IntGaugeVec::new(
-                    Opts::new("channelgate_upstream_healthy", "1 when the upstream server passes its health check."),
+                    Opts::new(
+                        "channelgate_upstream_healthy",
+                        "1 when the upstream server passes its health check.",
+                    ),
                     &["server"],
                 )
                 .expect("valid metric opts"),
@@ -183,39 +190,142 @@ impl Metrics {
         let ws = WsMetrics {
             open: register(
                 reg,
-                IntGaugeVec::new(Opts::new("channelgate_ws_connections", "Open WebSocket connections by route."), &["route"])
-                    .expect("valid metric opts"),
+                IntGaugeVec::new(
+                    Opts::new(
+                        "channelgate_ws_connections",
+                        "Open WebSocket connections by route.",
+                    ),
+                    &["route"],
+                )
+                .expect("valid metric opts"),
             ),
-            connects: counter_vec(reg, "channelgate_ws_connects_total", "WebSocket connection attempts by outcome.", &["outcome"]),
-            frames_in: counter_vec(reg, "channelgate_ws_frames_received_total", "Frames received from WebSocket clients, by kind.", &["kind"]),
-            frames_out: register(reg, IntCounter::new("channelgate_ws_frames_sent_total", "Frames sent to WebSocket clients.").expect("valid metric opts")),
-            bytes_out: register(reg, IntCounter::new("channelgate_ws_sent_bytes_total", "Payload bytes sent to WebSocket clients.").expect("valid metric opts")),
-            inbound: counter_vec(reg, "channelgate_ws_inbound_total", "Client frames handled, by inbound mode and outcome.", &["mode", "outcome"]),
-            closes: counter_vec(reg, "channelgate_ws_closes_total", "WebSocket connections closed, by close code.", &["code"]),
+            connects: counter_vec(
+                reg,
+                "channelgate_ws_connects_total",
+                "WebSocket connection attempts by outcome.",
+                &["outcome"],
+            ),
+            frames_in: counter_vec(
+                reg,
+                "channelgate_ws_frames_received_total",
+                "Frames received from WebSocket clients, by kind.",
+                &["kind"],
+            ),
+            frames_out: register(
+                reg,
+                IntCounter::new(
+                    "channelgate_ws_frames_sent_total",
+                    "Frames sent to WebSocket clients.",
+                )
+                .expect("valid metric opts"),
+            ),
+            bytes_out: register(
+                reg,
+                IntCounter::new(
+                    "channelgate_ws_sent_bytes_total",
+                    "Payload bytes sent to WebSocket clients.",
+                )
+                .expect("valid metric opts"),
+            ),
+            inbound: counter_vec(
+                reg,
+                "channelgate_ws_inbound_total",
+                "Client frames handled, by inbound mode and outcome.",
+                &["mode", "outcome"],
+            ),
+            closes: counter_vec(
+                reg,
+                "channelgate_ws_closes_total",
+                "WebSocket connections closed, by close code.",
+                &["code"],
+            ),
             auth_seconds: register(
                 reg,
                 HistogramVec::new(
-                    HistogramOpts::new("channelgate_ws_auth_duration_seconds", "Time the app took to answer WebSocket auth.")
-                        .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+                    HistogramOpts::new(
+                        "channelgate_ws_auth_duration_seconds",
+                        "Time the app took to answer WebSocket auth.",
+                    )
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    ]),
                     &["outcome"],
                 )
                 .expect("valid metric opts"),
             ),
-            published: counter_vec(reg, "channelgate_messages_published_total", "Messages published to groups, by source and outcome.", &["source", "outcome"]),
+            published: counter_vec(
+                reg,
+                "channelgate_messages_published_total",
+                "Messages published to groups, by source and outcome.",
+                &["source", "outcome"],
+            ),
         };
         let hub = HubMetrics {
-            groups: gauge(reg, "channelgate_hub_groups", "Groups with at least one local member."),
-            memberships: gauge(reg, "channelgate_hub_memberships", "Group memberships of local connections."),
-            delivered: register(reg, IntCounter::new("channelgate_hub_delivered_total", "Messages queued to local WebSocket connections.").expect("valid metric opts")),
-            drops: counter_vec(reg, "channelgate_hub_dropped_total", "Messages not delivered to a connection, by reason.", &["reason"]),
+            groups: gauge(
+                reg,
+                "channelgate_hub_groups",
+                "Groups with at least one local member.",
+            ),
+            memberships: gauge(
+                reg,
+                "channelgate_hub_memberships",
+                "Group memberships of local connections.",
+            ),
+            delivered: register(
+                reg,
+                IntCounter::new(
+                    "channelgate_hub_delivered_total",
+                    "Messages queued to local WebSocket connections.",
+                )
+                .expect("valid metric opts"),
+            ),
+            drops: counter_vec(
+                reg,
+                "channelgate_hub_dropped_total",
+                "Messages not delivered to a connection, by reason.",
+                &["reason"],
+            ),
         };
         let broker = BrokerMetrics {
-            up: gauge(reg, "channelgate_broker_up", "1 while the group broker is connected."),
-            reconnects: register(reg, IntCounter::new("channelgate_broker_reconnects_total", "Reconnections to the broker.").expect("valid metric opts")),
-            consumed: register(reg, IntCounter::new("channelgate_broker_consumed_total", "Messages consumed from the broker queue.").expect("valid metric opts")),
-            published: counter_vec(reg, "channelgate_broker_published_total", "Messages published to the broker, by outcome.", &["outcome"]),
-            decode_failures: counter_vec(reg, "channelgate_broker_decode_failures_total", "Undecodable broker messages, by kind.", &["kind"]),
-            bindings: counter_vec(reg, "channelgate_broker_bindings_total", "Queue bind and unbind operations, by op and outcome.", &["op", "outcome"]),
+            up: gauge(
+                reg,
+                "channelgate_broker_up",
+                "1 while the group broker is connected.",
+            ),
+            reconnects: register(
+                reg,
+                IntCounter::new(
+                    "channelgate_broker_reconnects_total",
+                    "Reconnections to the broker.",
+                )
+                .expect("valid metric opts"),
+            ),
+            consumed: register(
+                reg,
+                IntCounter::new(
+                    "channelgate_broker_consumed_total",
+                    "Messages consumed from the broker queue.",
+                )
+                .expect("valid metric opts"),
+            ),
+            published: counter_vec(
+                reg,
+                "channelgate_broker_published_total",
+                "Messages published to the broker, by outcome.",
+                &["outcome"],
+            ),
+            decode_failures: counter_vec(
+                reg,
+                "channelgate_broker_decode_failures_total",
+                "Undecodable broker messages, by kind.",
+                &["kind"],
+            ),
+            bindings: counter_vec(
+                reg,
+                "channelgate_broker_bindings_total",
+                "Queue bind and unbind operations, by op and outcome.",
+                &["op", "outcome"],
+            ),
         };
         Metrics {
             registry,
@@ -279,9 +389,14 @@ mod tests {
     fn registers_and_renders() {
         let m = Metrics::new();
         m.http.requests.with_label_values(&["GET", "2xx"]).inc();
-        m.upstream.errors.with_label_values(&["connect_refused"]).inc();
+        m.upstream
+            .errors
+            .with_label_values(&["connect_refused"])
+            .inc();
         let text = String::from_utf8(m.render()).unwrap();
-        assert!(text.contains("channelgate_http_requests_total{method=\"GET\",status_class=\"2xx\"} 1"));
+        assert!(
+            text.contains("channelgate_http_requests_total{method=\"GET\",status_class=\"2xx\"} 1")
+        );
         assert!(text.contains("channelgate_upstream_errors_total{kind=\"connect_refused\"} 1"));
     }
 
@@ -289,6 +404,9 @@ mod tests {
     fn classes() {
         assert_eq!(status_class(204), "2xx");
         assert_eq!(status_class(0), "err");
-        assert_eq!(method_label(&http::Method::from_bytes(b"PROPFIND").unwrap()), "OTHER");
+        assert_eq!(
+            method_label(&http::Method::from_bytes(b"PROPFIND").unwrap()),
+            "OTHER"
+        );
     }
 }

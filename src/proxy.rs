@@ -71,13 +71,20 @@ impl Drop for ConnectionGuard {
 
 impl Proxy {
     fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
-        session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+        session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
     }
 
     fn upstream_failed(&self, ctx: &mut Ctx, e: &Error) -> errors::Classified {
         let c = errors::classify(e);
         if let Some(kind) = c.upstream_kind {
-            self.metrics.upstream.errors.with_label_values(&[kind]).inc();
+            self.metrics
+                .upstream
+                .errors
+                .with_label_values(&[kind])
+                .inc();
         }
         ctx.failure = Some(c);
         c
@@ -101,7 +108,12 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    fn on_connection_reuse(&self, _session: &mut Session, ctx: &mut Ctx, prev: Box<dyn Any + Send + Sync>) {
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+        prev: Box<dyn Any + Send + Sync>,
+    ) {
         if let Ok(guard) = prev.downcast::<Arc<ConnectionGuard>>() {
             ctx.connection = Some(*guard);
         }
@@ -111,7 +123,9 @@ impl ProxyHttp for Proxy {
         ctx.start = Instant::now();
         if ctx.connection.is_none() {
             self.metrics.http.connections.inc();
-            ctx.connection = Some(Arc::new(ConnectionGuard(self.metrics.http.connections.clone())));
+            ctx.connection = Some(Arc::new(ConnectionGuard(
+                self.metrics.http.connections.clone(),
+            )));
         }
         self.metrics.http.in_flight.inc();
         ctx.in_flight = Some(InFlight {
@@ -125,7 +139,9 @@ impl ProxyHttp for Proxy {
         ctx.request_id = headers::request_id(session.req_header());
         let path = session.req_header().uri.path().to_string();
         if let Some((route, params)) = self.ws.find(&path) {
-            self.ws.serve(session, &ctx.request_id, route, params).await?;
+            self.ws
+                .serve(session, &ctx.request_id, route, params)
+                .await?;
             return Ok(true);
         }
         if session.is_upgrade_req() && tunnel::is_websocket(session.req_header()) {
@@ -140,7 +156,10 @@ impl ProxyHttp for Proxy {
         // connection may go to the same server on a fresh connection.
         let avoid = ctx.avoid.take();
         let Some(backend) = self.upstreams.select(avoid.as_ref()) else {
-            return Error::e_explain(errors::NO_HEALTHY_UPSTREAM, "every upstream server is out of rotation");
+            return Error::e_explain(
+                errors::NO_HEALTHY_UPSTREAM,
+                "every upstream server is out of rotation",
+            );
         };
         if ctx.attempts > 0 {
             self.metrics.upstream.retries.inc();
@@ -171,7 +190,13 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    fn fail_to_connect(&self, session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         self.upstream_failed(ctx, &e);
         let retry = session.req_header().method.is_idempotent()
             && ctx.attempts <= self.upstreams.config().retries
@@ -232,7 +257,13 @@ impl ProxyHttp for Proxy {
         ctx.in_flight = None;
     }
 
-    fn persist_connection_context(&self, _session: &Session, ctx: &Ctx) -> Option<Box<dyn Any + Send + Sync>> {
-        ctx.connection.clone().map(|c| Box::new(c) as Box<dyn Any + Send + Sync>)
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        ctx: &Ctx,
+    ) -> Option<Box<dyn Any + Send + Sync>> {
+        ctx.connection
+            .clone()
+            .map(|c| Box::new(c) as Box<dyn Any + Send + Sync>)
     }
 }

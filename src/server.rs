@@ -11,15 +11,17 @@ use pingora::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::broker::amqp::{AmqpBroker, AmqpService};
 use crate::broker::{Broker, BrokerConfig, MemoryBroker};
-use crate::hub::Hub;
-use crate::publish::PublishApi;
-use crate::ws::Endpoint;
 use crate::config::values::Address;
 use crate::config::Config;
+use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::protocols::bridge::{Bridge, BridgeService};
 use crate::proxy::Proxy;
+use crate::publish::PublishApi;
 use crate::shutdown::{Drain, DrainService, Signals};
 use crate::upstream::Upstreams;
+use crate::ws::config::Protocol;
+use crate::ws::Endpoint;
 
 /// How the process starts.
 #[derive(Clone, Debug, Default)]
@@ -66,7 +68,8 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
     let metrics = Arc::new(Metrics::new());
     let drain = Drain::new();
 
-    let (upstreams, health) = Upstreams::new(&config.upstream, &metrics).map_err(StartError::Upstream)?;
+    let (upstreams, health) =
+        Upstreams::new(&config.upstream, &metrics).map_err(StartError::Upstream)?;
     server.add_service(health);
 
     let hub = Hub::new(metrics.clone());
@@ -82,6 +85,21 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         }
     };
     let (ws_shutdown, ws_shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut bridges = std::collections::HashMap::new();
+    for (i, route) in config.ws.iter().enumerate() {
+        if let Protocol::AmqpBridge(b) = &route.protocol {
+            let url = b.url.clone().unwrap_or_else(|| match &config.broker {
+                BrokerConfig::Amqp(a) => a.url.clone(),
+                BrokerConfig::Memory => crate::broker::DEFAULT_AMQP_URL.to_string(),
+            });
+            let bridge = Bridge::new(b.clone(), url, i, hub.clone(), metrics.clone());
+            server.add_service(background_service(
+                "amqp bridge",
+                BridgeService(bridge.clone()),
+            ));
+            bridges.insert(route.path.to_string(), bridge);
+        }
+    }
     let ws = Arc::new(Endpoint {
         routes: config.ws.iter().cloned().map(Arc::new).collect(),
         hub,
@@ -90,6 +108,7 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         metrics: metrics.clone(),
         drain: drain.clone(),
         shutdown: ws_shutdown_rx,
+        bridges,
     });
     let proxy = Proxy {
         upstreams: upstreams.clone(),
@@ -98,7 +117,11 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         drain: drain.clone(),
         access_log: config.log.access_log,
     };
-    let mut proxy_service = pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "channelgate proxy");
+    let mut proxy_service = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        proxy,
+        "channelgate proxy",
+    );
     for addr in &config.server.listen {
         add_address(&mut proxy_service, addr);
     }

@@ -123,7 +123,10 @@ impl BackgroundService for DrainService {
             _ = next(SignalKind::interrupt()) => true,
         };
         if cut {
-            tracing::warn!(cut = self.drain.active(), "drain ended early or grace period over; closing what is left");
+            tracing::warn!(
+                cut = self.drain.active(),
+                "drain ended early or grace period over; closing what is left"
+            );
         } else {
             tracing::info!("drained; exiting");
         }
@@ -148,7 +151,10 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         drop(g2);
-        tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(d.active(), 0);
     }
 }

@@ -59,14 +59,21 @@ impl Upstreams {
     pub fn new(
         config: &UpstreamConfig,
         metrics: &Arc<Metrics>,
-    ) -> std::io::Result<(Arc<Upstreams>, GenBackgroundService<LoadBalancer<RoundRobin>>)> {
+    ) -> std::io::Result<(
+        Arc<Upstreams>,
+        GenBackgroundService<LoadBalancer<RoundRobin>>,
+    )> {
         let set = config
             .servers
             .iter()
             .map(backend)
             .collect::<std::io::Result<BTreeSet<_>>>()?;
         for b in &set {
-            metrics.upstream.healthy.with_label_values(&[&backend_name(b)]).set(1);
+            metrics
+                .upstream
+                .healthy
+                .with_label_values(&[&backend_name(b)])
+                .set(1);
         }
         let mut lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(Static::new(set)));
         // Static discovery answers at once and cannot fail.
@@ -89,14 +96,19 @@ impl Upstreams {
     /// A healthy server, round robin, other than `avoid` (the server that just failed).
     pub fn select(&self, avoid: Option<&Backend>) -> Option<Backend> {
         let n = self.config.servers.len().max(1) * 2;
-        self.lb.select_with(b"", n, |b, healthy| healthy && Some(b) != avoid)
+        self.lb
+            .select_with(b"", n, |b, healthy| healthy && Some(b) != avoid)
     }
 
     /// The peer to connect to for `backend`, with the configured timeouts and pooling.
     pub fn peer(&self, backend: &Backend) -> HttpPeer {
         // The same construction Pingora's own health checks use: a template whose address
         // is replaced, which covers unix-socket backends too.
-        let mut peer = HttpPeer::new(std::net::SocketAddr::from(([0, 0, 0, 0], 1)), false, String::new());
+        let mut peer = HttpPeer::new(
+            std::net::SocketAddr::from(([0, 0, 0, 0], 1)),
+            false,
+            String::new(),
+        );
         peer._address = backend.addr.clone();
         let o = &mut peer.options;
         o.connection_timeout = Some(self.config.connect_timeout);
@@ -109,7 +121,11 @@ impl Upstreams {
     /// How many servers pass their health check now.
     pub fn healthy_count(&self) -> usize {
         let backends = self.lb.backends();
-        backends.get_backend().iter().filter(|b| backends.ready(b)).count()
+        backends
+            .get_backend()
+            .iter()
+            .filter(|b| backends.ready(b))
+            .count()
     }
 
     pub fn config(&self) -> &UpstreamConfig {
@@ -126,7 +142,11 @@ struct HealthGauge {
 impl HealthObserve for HealthGauge {
     async fn observe(&self, target: &Backend, healthy: bool) {
         let name = backend_name(target);
-        self.metrics.upstream.healthy.with_label_values(&[&name]).set(healthy as i64);
+        self.metrics
+            .upstream
+            .healthy
+            .with_label_values(&[&name])
+            .set(healthy as i64);
         if healthy {
             tracing::info!(upstream = %name, "upstream passes its health check again; back in rotation");
         } else {

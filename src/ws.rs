@@ -7,7 +7,7 @@ pub mod config;
 pub mod handshake;
 mod inbound;
 pub mod route;
-mod session;
+pub(crate) mod session;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,6 +39,8 @@ pub struct Endpoint {
     pub drain: Arc<Drain>,
     /// Turns true when the server starts shutting down: connections close with 1001.
     pub shutdown: watch::Receiver<bool>,
+    /// The AMQP side of each `amqp-bridge` route, by route path.
+    pub bridges: std::collections::HashMap<String, Arc<crate::protocols::bridge::Bridge>>,
 }
 
 /// One accepted connection's identity and context.
@@ -54,6 +56,22 @@ pub struct Conn {
     pub credentials: Vec<(&'static str, http::HeaderValue)>,
     pub client: String,
     pub request_id: String,
+    /// The `csrftoken` cookie the connection was opened with (AWX's xrftoken check).
+    pub csrftoken: Option<String>,
+    /// Group patterns the auth answer allows (`"subscribe": ["jobs-*"]`), for `awx`.
+    pub subscribe: Option<Vec<String>>,
+}
+
+/// The value of cookie `name` in the request's Cookie headers.
+fn cookie(req: &RequestHeader, name: &str) -> Option<String> {
+    req.headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_string())
 }
 
 fn query_params(req: &RequestHeader) -> BTreeMap<String, String> {
@@ -73,7 +91,9 @@ fn query_params(req: &RequestHeader) -> BTreeMap<String, String> {
 impl Endpoint {
     /// The route that claims `path`, with its parameters.
     pub fn find(&self, path: &str) -> Option<(Arc<RouteConfig>, BTreeMap<String, String>)> {
-        self.routes.iter().find_map(|r| r.path.matches(path).map(|p| (r.clone(), p)))
+        self.routes
+            .iter()
+            .find_map(|r| r.path.matches(path).map(|p| (r.clone(), p)))
     }
 
     /// Answers a request on a WebSocket route: a refusal, or a 101 and a served connection.
@@ -87,7 +107,11 @@ impl Endpoint {
         match self.accept(session, request_id, route, params).await {
             Ok(()) => Ok(()),
             Err(r) => {
-                self.metrics.ws.connects.with_label_values(&[r.outcome]).inc();
+                self.metrics
+                    .ws
+                    .connects
+                    .with_label_values(&[r.outcome])
+                    .inc();
                 refuse(session, &r, request_id).await
             }
         }
@@ -105,16 +129,29 @@ impl Endpoint {
             return Err(Refusal::new(403, "origin not allowed", "origin"));
         }
         if !session.is_upgrade_req() {
-            return Err(Refusal::new(426, "this path only speaks WebSocket (Upgrade: websocket over HTTP/1.1)", "bad_handshake"));
+            return Err(Refusal::new(
+                426,
+                "this path only speaks WebSocket (Upgrade: websocket over HTTP/1.1)",
+                "bad_handshake",
+            ));
         }
         let (resp, _subprotocol) = handshake::accept(&req, &route)?;
         let channel = new_channel_name(self.broker.instance());
-        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         let identity = match &route.auth {
             None => auth::Identity::default(),
             Some(cfg) => {
                 let sub = auth::subrequest(&cfg.path, &req, client_ip, request_id, &channel)
-                    .map_err(|e| Refusal::new(400, format!("cannot forward this request for auth: {e}"), "bad_handshake"))?;
+                    .map_err(|e| {
+                        Refusal::new(
+                            400,
+                            format!("cannot forward this request for auth: {e}"),
+                            "bad_handshake",
+                        )
+                    })?;
                 auth::authenticate(&self.upstreams, &self.metrics, cfg, sub).await?
             }
         };
@@ -123,12 +160,22 @@ impl Endpoint {
             user: identity.user.clone(),
             query: query_params(&req),
         };
-        let render = |t: &route::GroupTemplate| t.render(&vars).map_err(|e| Refusal::new(400, e, "bad_group"));
-        let mut groups = route.groups.iter().map(render).collect::<Result<Vec<_>, _>>()?;
+        let render = |t: &route::GroupTemplate| {
+            t.render(&vars)
+                .map_err(|e| Refusal::new(400, e, "bad_group"))
+        };
+        let mut groups = route
+            .groups
+            .iter()
+            .map(render)
+            .collect::<Result<Vec<_>, _>>()?;
         for g in identity.groups {
             if !groups.contains(&g) {
                 groups.push(g);
             }
+        }
+        if let Some(b) = self.bridges.get(&route.path.to_string()) {
+            groups.push(b.group.clone());
         }
         let inbound_group = match &route.inbound {
             config::Inbound::Group { group, .. } => Some(render(group)?),
@@ -148,19 +195,40 @@ impl Endpoint {
             inbound_group,
             params,
             credentials,
-            client: session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
+            client: session
+                .client_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
             request_id: request_id.to_string(),
+            csrftoken: cookie(&req, "csrftoken"),
+            subscribe: identity.subscribe,
         };
         let detached = crate::proxy::takeover::detach(session, resp)
             .await
-            .map_err(|e| Refusal::new(500, format!("cannot take the connection over: {e}"), "bad_handshake"))?;
-        self.metrics.ws.connects.with_label_values(&["accepted"]).inc();
+            .map_err(|e| {
+                Refusal::new(
+                    500,
+                    format!("cannot take the connection over: {e}"),
+                    "bad_handshake",
+                )
+            })?;
+        self.metrics
+            .ws
+            .connects
+            .with_label_values(&["accepted"])
+            .inc();
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(0)
             .max_message_size(Some(route.max_message))
             .max_frame_size(Some(route.max_message));
-        let ws = WebSocketStream::from_partially_read(detached.stream, detached.pre_read.to_vec(), Role::Server, Some(ws_config)).await;
+        let ws = WebSocketStream::from_partially_read(
+            detached.stream,
+            detached.pre_read.to_vec(),
+            Role::Server,
+            Some(ws_config),
+        )
+        .await;
         let guard = self.drain.enter();
         let ep = self.clone();
         // Reachable by shutdown: the session watches `shutdown` and closes with 1001, and

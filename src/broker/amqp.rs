@@ -16,11 +16,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -94,14 +94,26 @@ impl AmqpBroker {
     }
 
     fn publisher(&self) -> Option<Channel> {
-        self.publisher.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.publisher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn queue_args(&self) -> FieldTable {
         let mut args = FieldTable::default();
-        args.insert("x-max-length".into(), AMQPValue::LongLongInt(self.cfg.capacity as i64));
-        args.insert("x-overflow".into(), AMQPValue::LongString(LongString::from("reject-publish")));
-        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(self.cfg.expiry.as_millis() as i64));
+        args.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(self.cfg.capacity as i64),
+        );
+        args.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString(LongString::from("reject-publish")),
+        );
+        args.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(self.cfg.expiry.as_millis() as i64),
+        );
         args
     }
 
@@ -109,14 +121,24 @@ impl AmqpBroker {
     async fn connect(&self) -> lapin::Result<(Connection, Channel, Channel)> {
         let name = format!(
             "channelgate {} {}",
-            hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "-".into()),
+            hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "-".into()),
             std::process::id()
         );
         let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
-        let connecting = Connection::connect_with_runtime(&self.cfg.url, props, async_rs::Runtime::tokio_current());
+        let connecting = Connection::connect_with_runtime(
+            &self.cfg.url,
+            props,
+            async_rs::Runtime::tokio_current(),
+        );
         let conn = tokio::time::timeout(Duration::from_secs(10), connecting)
             .await
-            .map_err(|_| lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed)))??;
+            .map_err(|_| {
+                lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(
+                    lapin::ConnectionState::Closed,
+                ))
+            })??;
         let consume = conn.create_channel().await?;
         let exchange_opts = ExchangeDeclareOptions {
             durable: false,
@@ -124,37 +146,61 @@ impl AmqpBroker {
             ..Default::default()
         };
         consume
-            .exchange_declare(self.cfg.groups_exchange.as_str().into(), ExchangeKind::Direct, exchange_opts, FieldTable::default())
+            .exchange_declare(
+                self.cfg.groups_exchange.as_str().into(),
+                ExchangeKind::Direct,
+                exchange_opts,
+                FieldTable::default(),
+            )
             .await?;
         let queue_opts = QueueDeclareOptions {
             exclusive: true,
             ..Default::default()
         };
-        consume.queue_declare(self.queue.as_str().into(), queue_opts, self.queue_args()).await?;
-        consume.basic_qos(self.cfg.prefetch, BasicQosOptions::default()).await?;
+        consume
+            .queue_declare(self.queue.as_str().into(), queue_opts, self.queue_args())
+            .await?;
+        consume
+            .basic_qos(self.cfg.prefetch, BasicQosOptions::default())
+            .await?;
         let publish = conn.create_channel().await?;
-        publish.confirm_select(ConfirmSelectOptions::default()).await?;
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         Ok((conn, consume, publish))
     }
 
     async fn bind(&self, ch: &Channel, group: &str, bind: bool) -> lapin::Result<()> {
-        let (q, x, k): (ShortString, ShortString, ShortString) =
-            (self.queue.as_str().into(), self.cfg.groups_exchange.as_str().into(), group.into());
+        let (q, x, k): (ShortString, ShortString, ShortString) = (
+            self.queue.as_str().into(),
+            self.cfg.groups_exchange.as_str().into(),
+            group.into(),
+        );
         let r = if bind {
-            ch.queue_bind(q, x, k, QueueBindOptions::default(), FieldTable::default()).await
+            ch.queue_bind(q, x, k, QueueBindOptions::default(), FieldTable::default())
+                .await
         } else {
             ch.queue_unbind(q, x, k, FieldTable::default()).await
         };
         let op = if bind { "bind" } else { "unbind" };
         let outcome = if r.is_ok() { "ok" } else { "error" };
-        self.metrics.broker.bindings.with_label_values(&[op, outcome]).inc();
+        self.metrics
+            .broker
+            .bindings
+            .with_label_values(&[op, outcome])
+            .inc();
         r
     }
 
     /// Brings the queue's bindings in line with the hub's groups for one request; requests
     /// are applied in order and checked against the hub, so a join and leave that race
     /// leave no binding behind.
-    async fn apply(&self, ch: &Channel, bound: &mut HashSet<String>, op: BindOp) -> lapin::Result<()> {
+    async fn apply(
+        &self,
+        ch: &Channel,
+        bound: &mut HashSet<String>,
+        op: BindOp,
+    ) -> lapin::Result<()> {
         match op {
             BindOp::Bind(g) if self.hub.has_group(&g) && !bound.contains(&g) => {
                 self.bind(ch, &g, true).await?;
@@ -170,8 +216,16 @@ impl AmqpBroker {
     }
 
     fn decode_failed(&self, e: &codec::DecodeError, body: &[u8]) {
-        self.metrics.broker.decode_failures.with_label_values(&[e.kind]).inc();
-        let first = self.logged.lock().unwrap_or_else(|p| p.into_inner()).insert(e.kind);
+        self.metrics
+            .broker
+            .decode_failures
+            .with_label_values(&[e.kind])
+            .inc();
+        let first = self
+            .logged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(e.kind);
         if first {
             let sample = String::from_utf8_lossy(&body[..body.len().min(64)]).into_owned();
             tracing::warn!(
@@ -187,7 +241,10 @@ impl AmqpBroker {
     fn deliver(&self, data: &[u8], content_type: Option<&str>) {
         self.metrics.broker.consumed.inc();
         if data.len() > crate::publish::MAX_BODY * 16 {
-            let e = codec::DecodeError { kind: "too_large", detail: format!("{} bytes", data.len()) };
+            let e = codec::DecodeError {
+                kind: "too_large",
+                detail: format!("{} bytes", data.len()),
+            };
             return self.decode_failed(&e, data);
         }
         let (target, event) = match codec::decode(data, content_type) {
@@ -199,7 +256,13 @@ impl AmqpBroker {
             Target::Channel(c) => self.hub.deliver_channel(c, &event),
         };
         if let Err(e) = res {
-            self.decode_failed(&codec::DecodeError { kind: "bad_event", detail: e }, data);
+            self.decode_failed(
+                &codec::DecodeError {
+                    kind: "bad_event",
+                    detail: e,
+                },
+                data,
+            );
         }
     }
 
@@ -217,7 +280,12 @@ impl AmqpBroker {
             self.apply(ch, &mut bound, BindOp::Bind(g)).await?;
         }
         let mut consumer = ch
-            .basic_consume(self.queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                self.queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         loop {
             tokio::select! {
@@ -263,7 +331,9 @@ impl AmqpBroker {
                     self.set_up(false, None);
                     match ended {
                         Ok(()) => return,
-                        Err(e) => tracing::warn!(broker = %target, error = %e, "lost the RabbitMQ connection; reconnecting"),
+                        Err(e) => {
+                            tracing::warn!(broker = %target, error = %e, "lost the RabbitMQ connection; reconnecting")
+                        }
                     }
                 }
                 Err(e) => {
@@ -273,7 +343,9 @@ impl AmqpBroker {
                 }
             }
             failures += 1;
-            let base = BACKOFF_MIN.saturating_mul(1 << failures.min(6)).min(BACKOFF_MAX);
+            let base = BACKOFF_MIN
+                .saturating_mul(1 << failures.min(6))
+                .min(BACKOFF_MAX);
             let jittered = base.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
             tokio::select! {
                 _ = tokio::time::sleep(jittered) => {}
@@ -282,29 +354,50 @@ impl AmqpBroker {
         }
     }
 
-    async fn publish(&self, exchange: &str, routing_key: &str, body: Vec<u8>) -> Result<(), PublishError> {
-        let ch = self.publisher().ok_or_else(|| PublishError::Unavailable("not connected to RabbitMQ".into()))?;
+    async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: Vec<u8>,
+    ) -> Result<(), PublishError> {
+        let ch = self
+            .publisher()
+            .ok_or_else(|| PublishError::Unavailable("not connected to RabbitMQ".into()))?;
         let outcome = async {
             let confirm = ch
-                .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions::default(), &body, BasicProperties::default())
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    BasicProperties::default(),
+                )
                 .await
                 .map_err(|e| PublishError::Unavailable(e.to_string()))?;
             match confirm.await {
                 Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => Ok(()),
-                Ok(Confirmation::Nack(_)) => Err(PublishError::Refused("RabbitMQ nacked the message (a full queue rejects publishes)".into())),
+                Ok(Confirmation::Nack(_)) => Err(PublishError::Refused(
+                    "RabbitMQ nacked the message (a full queue rejects publishes)".into(),
+                )),
                 Err(e) => Err(PublishError::Unavailable(e.to_string())),
             }
         };
         let result = match tokio::time::timeout(CONFIRM_TIMEOUT, outcome).await {
             Ok(r) => r,
-            Err(_) => Err(PublishError::Unavailable(format!("no confirm from RabbitMQ within {CONFIRM_TIMEOUT:?}"))),
+            Err(_) => Err(PublishError::Unavailable(format!(
+                "no confirm from RabbitMQ within {CONFIRM_TIMEOUT:?}"
+            ))),
         };
         let label = match &result {
             Ok(()) => "ok",
             Err(PublishError::Refused(_)) => "refused",
             Err(_) => "error",
         };
-        self.metrics.broker.published.with_label_values(&[label]).inc();
+        self.metrics
+            .broker
+            .published
+            .with_label_values(&[label])
+            .inc();
         result
     }
 }
@@ -364,7 +457,10 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(redact("amqp://guest:secret@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(
+            redact("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
         assert_eq!(redact("amqp://127.0.0.1"), "amqp://127.0.0.1");
     }
 }

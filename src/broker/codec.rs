@@ -67,7 +67,11 @@ fn json_to_mp(v: &Value) -> Mp {
         },
         Value::String(s) => Mp::from(s.as_str()),
         Value::Array(a) => Mp::Array(a.iter().map(json_to_mp).collect()),
-        Value::Object(o) => Mp::Map(o.iter().map(|(k, v)| (Mp::from(k.as_str()), json_to_mp(v))).collect()),
+        Value::Object(o) => Mp::Map(
+            o.iter()
+                .map(|(k, v)| (Mp::from(k.as_str()), json_to_mp(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -80,9 +84,17 @@ fn mp_to_json(v: &Mp) -> Result<Value, DecodeError> {
             (_, Some(n)) => Value::from(n),
             _ => return Err(err("bad_value", "integer out of range")),
         },
-        Mp::F32(f) => Number::from_f64(f64::from(*f)).map(Value::Number).unwrap_or(Value::Null),
-        Mp::F64(f) => Number::from_f64(*f).map(Value::Number).unwrap_or(Value::Null),
-        Mp::String(s) => Value::String(s.as_str().ok_or_else(|| err("bad_value", "a str that is not UTF-8"))?.to_string()),
+        Mp::F32(f) => Number::from_f64(f64::from(*f))
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        Mp::F64(f) => Number::from_f64(*f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        Mp::String(s) => Value::String(
+            s.as_str()
+                .ok_or_else(|| err("bad_value", "a str that is not UTF-8"))?
+                .to_string(),
+        ),
         // Binary below the top level has no JSON form; keep the bytes as numbers.
         Mp::Binary(b) => Value::Array(b.iter().map(|x| Value::from(*x)).collect()),
         Mp::Array(a) => Value::Array(a.iter().map(mp_to_json).collect::<Result<_, _>>()?),
@@ -94,7 +106,9 @@ fn mp_to_json(v: &Mp) -> Result<Value, DecodeError> {
 fn map_to_json(m: &[(Mp, Mp)]) -> Result<Map<String, Value>, DecodeError> {
     let mut out = Map::new();
     for (k, v) in m {
-        let k = k.as_str().ok_or_else(|| err("non_string_key", "map keys must be strings"))?;
+        let k = k
+            .as_str()
+            .ok_or_else(|| err("non_string_key", "map keys must be strings"))?;
         out.insert(k.to_string(), mp_to_json(v)?);
     }
     Ok(out)
@@ -132,8 +146,18 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<(Target, Event)
     let target = match (group, channel) {
         (Some(Value::String(g)), None) => Target::Group(g),
         (None, Some(Value::String(c))) => Target::Channel(c),
-        (None, None) => return Err(err("no_target", "neither __asgi_group__ nor __asgi_channel__")),
-        _ => return Err(err("bad_target", "__asgi_group__/__asgi_channel__ must be one string")),
+        (None, None) => {
+            return Err(err(
+                "no_target",
+                "neither __asgi_group__ nor __asgi_channel__",
+            ))
+        }
+        _ => {
+            return Err(err(
+                "bad_target",
+                "__asgi_group__/__asgi_channel__ must be one string",
+            ))
+        }
     };
     Ok((target, Event { fields, bytes }))
 }
@@ -151,8 +175,12 @@ mod tests {
         // The layer's own reader: a msgpack map with str keys and bin for bytes.
         let v = rmpv::decode::read_value(&mut &body[..]).unwrap();
         let map = v.as_map().unwrap();
-        assert!(map.iter().any(|(k, v)| k.as_str() == Some("bytes") && v.is_bin()));
-        assert!(map.iter().any(|(k, v)| k.as_str() == Some(GROUP_KEY) && v.as_str() == Some("g")));
+        assert!(map
+            .iter()
+            .any(|(k, v)| k.as_str() == Some("bytes") && v.is_bin()));
+        assert!(map
+            .iter()
+            .any(|(k, v)| k.as_str() == Some(GROUP_KEY) && v.as_str() == Some("g")));
         let (target, back) = decode(&body, None).unwrap();
         assert_eq!(target, Target::Group("g".into()));
         assert_eq!(back, ev);
@@ -160,7 +188,11 @@ mod tests {
 
     #[test]
     fn reads_json_bodies() {
-        let (t, e) = decode(br#"{"type": "a", "text": "t", "__asgi_channel__": "q!x"}"#, Some("application/json")).unwrap();
+        let (t, e) = decode(
+            br#"{"type": "a", "text": "t", "__asgi_channel__": "q!x"}"#,
+            Some("application/json"),
+        )
+        .unwrap();
         assert_eq!(t, Target::Channel("q!x".into()));
         assert_eq!(e.fields["text"], "t");
     }
@@ -169,11 +201,32 @@ mod tests {
     fn names_what_is_wrong() {
         let kind = |b: &[u8], ct| decode(b, ct).unwrap_err().kind;
         assert_eq!(kind(b"\xc1garbage", None), "not_msgpack");
-        assert_eq!(kind(&rmp_serde::to_vec(&[1, 2]).unwrap(), None), "not_a_map");
-        assert_eq!(kind(&rmp_serde::to_vec(&std::collections::BTreeMap::from([(1, 2)])).unwrap(), None), "non_string_key");
-        assert_eq!(kind(&encode(&Event::text("t", "x".into()), &Target::Group("g".into()))[..3], None), "not_msgpack");
-        assert_eq!(kind(br#"{"type": "a"}"#, Some("application/json")), "no_target");
-        assert_eq!(kind(br#"{"__asgi_group__": 5}"#, Some("application/json")), "bad_target");
+        assert_eq!(
+            kind(&rmp_serde::to_vec(&[1, 2]).unwrap(), None),
+            "not_a_map"
+        );
+        assert_eq!(
+            kind(
+                &rmp_serde::to_vec(&std::collections::BTreeMap::from([(1, 2)])).unwrap(),
+                None
+            ),
+            "non_string_key"
+        );
+        assert_eq!(
+            kind(
+                &encode(&Event::text("t", "x".into()), &Target::Group("g".into()))[..3],
+                None
+            ),
+            "not_msgpack"
+        );
+        assert_eq!(
+            kind(br#"{"type": "a"}"#, Some("application/json")),
+            "no_target"
+        );
+        assert_eq!(
+            kind(br#"{"__asgi_group__": 5}"#, Some("application/json")),
+            "bad_target"
+        );
         assert_eq!(kind(b"[1]", Some("application/json")), "not_a_map");
     }
 }

@@ -99,7 +99,11 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.position {
-            Some((line, col)) => write!(f, "line {line}, column {col}: {}: {}", self.key, self.message),
+            Some((line, col)) => write!(
+                f,
+                "line {line}, column {col}: {}: {}",
+                self.key, self.message
+            ),
             None => write!(f, "{}: {}", self.key, self.message),
         }
     }
@@ -146,7 +150,9 @@ impl Errors {
 
     /// Records that the value at `path` is wrong.
     pub fn add(&mut self, path: &KeyPath, message: impl Into<String>) {
-        let position = self.locate(path).map(|span| line_col(&self.text, span.start));
+        let position = self
+            .locate(path)
+            .map(|span| line_col(&self.text, span.start));
         self.list.push(ConfigError {
             key: path.to_string(),
             position,
@@ -290,8 +296,17 @@ mod tests {
         let text = "[server]\nlisten = [\"a\", \"b\"]\n\n[upstream]\nhealth_check = { path = \"/x\", interval = \"5s\" }\n";
         let mut errs = Errors::new(text);
         errs.add(&KeyPath::root().key("server").key("listen").index(1), "bad");
-        errs.add(&KeyPath::root().key("upstream").key("health_check").key("interval"), "bad");
-        errs.add(&KeyPath::root().key("admin").key("listen"), "missing section");
+        errs.add(
+            &KeyPath::root()
+                .key("upstream")
+                .key("health_check")
+                .key("interval"),
+            "bad",
+        );
+        errs.add(
+            &KeyPath::root().key("admin").key("listen"),
+            "missing section",
+        );
         let e = errs.into_result("f", ()).unwrap_err();
         assert_eq!(e.errors[0].position, Some((2, 16)));
         assert_eq!(e.errors[0].key, "server.listen[1]");

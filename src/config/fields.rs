@@ -9,7 +9,7 @@ use super::{RawConfig, RawLog, RawServer};
 use crate::admin::RawAdmin;
 use crate::broker::RawBroker;
 use crate::upstream::config::{RawHealthCheck, RawUpstream};
-use crate::ws::config::{RawAuth, RawRoute};
+use crate::ws::config::{RawAuth, RawBridge, RawRoute};
 
 /// Valid keys of the section at a dotted path ("" is the top level).
 pub fn valid_keys(section: &str) -> &'static [&'static str] {
@@ -21,7 +21,8 @@ pub fn valid_keys(section: &str) -> &'static [&'static str] {
         "admin" => fields_of::<RawAdmin>(),
         "log" => fields_of::<RawLog>(),
         "ws" => fields_of::<RawRoute>(),
-        "ws.auth" => fields_of::<RawAuth>(),
+        "ws.auth" | "ws.authorize" => fields_of::<RawAuth>(),
+        "ws.bridge" => fields_of::<RawBridge>(),
         "broker" => fields_of::<RawBroker>(),
         _ => &[],
     }

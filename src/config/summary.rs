@@ -31,7 +31,10 @@ pub fn render(c: &Config) -> String {
         c.server.upgrade_sock.display()
     ));
     let u = &c.upstream;
-    line(format!("upstream:    {} server(s), round robin over healthy servers", u.servers.len()));
+    line(format!(
+        "upstream:    {} server(s), round robin over healthy servers",
+        u.servers.len()
+    ));
     for s in &u.servers {
         line(format!("  - {s}"));
     }
@@ -61,9 +64,15 @@ pub fn render(c: &Config) -> String {
         show_duration(u.keepalive_timeout)
     ));
     if c.ws.is_empty() {
-        line("routes:      no WebSocket routes; every upgrade is passed through to the upstream".into());
+        line(
+            "routes:      no WebSocket routes; every upgrade is passed through to the upstream"
+                .into(),
+        );
     } else {
-        line(format!("routes:      {} WebSocket route(s) served in-process; other upgrades pass through", c.ws.len()));
+        line(format!(
+            "routes:      {} WebSocket route(s) served in-process; other upgrades pass through",
+            c.ws.len()
+        ));
     }
     for r in &c.ws {
         let groups: Vec<String> = r.groups.iter().map(|g| g.to_string()).collect();
@@ -77,24 +86,33 @@ pub fn render(c: &Config) -> String {
             Inbound::Drop => "drop".to_string(),
             Inbound::Echo => "echo".to_string(),
             Inbound::Group { group, event_type } => format!("to group {group} as {event_type}"),
-            Inbound::Http { path, timeout } => format!("POST {path} (timeout {})", show_duration(*timeout)),
+            Inbound::Http { path, timeout } => {
+                format!("POST {path} (timeout {})", show_duration(*timeout))
+            }
         };
         let origins = match &r.origins {
             Origins::SameHost => "same host".to_string(),
             Origins::Any => "any".to_string(),
             Origins::List(l) => l.join(", "),
         };
-        line(format!("      auth {auth}; inbound {inbound}; origins {origins}"));
+        line(format!(
+            "      auth {auth}; inbound {inbound}; origins {origins}"
+        ));
         line(format!(
             "      max message {} bytes, ping {}, send queue {} ({:?} when full)",
             r.max_message,
-            r.ping_interval.map(show_duration).map(|d| d.to_string()).unwrap_or_else(|| "off".into()),
+            r.ping_interval
+                .map(show_duration)
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "off".into()),
             r.send_queue,
             r.slow_client
         ));
     }
     match &c.broker {
-        crate::broker::BrokerConfig::Memory => line("broker:      memory (this process only)".into()),
+        crate::broker::BrokerConfig::Memory => {
+            line("broker:      memory (this process only)".into())
+        }
         crate::broker::BrokerConfig::Amqp(a) => line(format!(
             "broker:      amqp {} exchange \"{}\" (capacity {}, expiry {}, prefetch {})",
             crate::broker::amqp::redact(&a.url),

@@ -25,7 +25,9 @@ pub fn duration(
         Err(e) => {
             errs.add(
                 path,
-                format!("`{raw}` is not a duration ({e}); write it like \"250ms\", \"5s\" or \"2m\""),
+                format!(
+                    "`{raw}` is not a duration ({e}); write it like \"250ms\", \"5s\" or \"2m\""
+                ),
             );
             default
         }
@@ -79,7 +81,8 @@ pub fn address(raw: &str, resolve: Resolve, path: &KeyPath, errs: &mut Errors) -
         }
         return Some(Address::Tcp(a));
     }
-    let hint = "write it as \"IP:PORT\" (\"127.0.0.1:8000\", \"[::1]:8000\") or \"unix:/path/to.sock\"";
+    let hint =
+        "write it as \"IP:PORT\" (\"127.0.0.1:8000\", \"[::1]:8000\") or \"unix:/path/to.sock\"";
     if resolve == Resolve::IpOnly || !raw.contains(':') {
         errs.add(path, format!("`{raw}` is not an address; {hint}"));
         return None;
@@ -87,7 +90,10 @@ pub fn address(raw: &str, resolve: Resolve, path: &KeyPath, errs: &mut Errors) -
     match raw.to_socket_addrs().map(|mut it| it.next()) {
         Ok(Some(a)) => Some(Address::Tcp(a)),
         Ok(None) | Err(_) => {
-            errs.add(path, format!("`{raw}`: cannot resolve this host name; {hint}"));
+            errs.add(
+                path,
+                format!("`{raw}`: cannot resolve this host name; {hint}"),
+            );
             None
         }
     }
@@ -100,19 +106,33 @@ mod tests {
     fn parse(raw: &str, resolve: Resolve) -> Result<Address, String> {
         let mut errs = Errors::new("");
         let a = address(raw, resolve, &KeyPath::root().key("x"), &mut errs);
-        errs.into_result("t", ()).map_err(|e| e.errors[0].message.clone())?;
+        errs.into_result("t", ())
+            .map_err(|e| e.errors[0].message.clone())?;
         Ok(a.unwrap())
     }
 
     #[test]
     fn addresses() {
-        assert_eq!(parse("127.0.0.1:80", Resolve::IpOnly).unwrap().to_string(), "127.0.0.1:80");
-        assert_eq!(parse("[::1]:80", Resolve::IpOnly).unwrap().to_string(), "[::1]:80");
-        assert_eq!(parse("unix:/run/a.sock", Resolve::IpOnly).unwrap().to_string(), "unix:/run/a.sock");
+        assert_eq!(
+            parse("127.0.0.1:80", Resolve::IpOnly).unwrap().to_string(),
+            "127.0.0.1:80"
+        );
+        assert_eq!(
+            parse("[::1]:80", Resolve::IpOnly).unwrap().to_string(),
+            "[::1]:80"
+        );
+        assert_eq!(
+            parse("unix:/run/a.sock", Resolve::IpOnly)
+                .unwrap()
+                .to_string(),
+            "unix:/run/a.sock"
+        );
         assert!(parse("unix:relative.sock", Resolve::IpOnly).is_err());
         assert!(parse("localhost:80", Resolve::IpOnly).is_err());
         assert!(parse("localhost:80", Resolve::Names).is_ok());
-        assert!(parse("8000", Resolve::Names).unwrap_err().contains("IP:PORT"));
+        assert!(parse("8000", Resolve::Names)
+            .unwrap_err()
+            .contains("IP:PORT"));
     }
 
     #[test]
@@ -120,8 +140,14 @@ mod tests {
         let mut errs = Errors::new("");
         let p = KeyPath::root().key("d");
         let d = Duration::from_secs(9);
-        assert_eq!(duration(Some("250ms"), d, false, &p, &mut errs), Duration::from_millis(250));
-        assert_eq!(duration(Some("1m 30s"), d, false, &p, &mut errs), Duration::from_secs(90));
+        assert_eq!(
+            duration(Some("250ms"), d, false, &p, &mut errs),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            duration(Some("1m 30s"), d, false, &p, &mut errs),
+            Duration::from_secs(90)
+        );
         assert_eq!(duration(None, d, false, &p, &mut errs), d);
         assert!(errs.is_empty());
         duration(Some("5"), d, false, &p, &mut errs);

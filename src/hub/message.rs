@@ -36,7 +36,10 @@ impl Event {
         let mut fields = Map::new();
         fields.insert("type".into(), Value::String(event_type.into()));
         fields.insert("text".into(), Value::String(text));
-        Event { fields, bytes: None }
+        Event {
+            fields,
+            bytes: None,
+        }
     }
 
     /// `{"type": event_type, "bytes": data}`.
@@ -61,9 +64,15 @@ impl Event {
                 Some(v) => v
                     .as_u64()
                     .filter(|c| *c == 1000 || (3000..=4999).contains(c))
-                    .ok_or("websocket.close `code` must be 1000 or 3000-4999")? as u16,
+                    .ok_or("websocket.close `code` must be 1000 or 3000-4999")?
+                    as u16,
             };
-            let reason = self.fields.get("reason").and_then(Value::as_str).unwrap_or("").to_string();
+            let reason = self
+                .fields
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             if reason.len() > 123 {
                 return Err("websocket.close `reason` is longer than 123 bytes".into());
             }
@@ -81,7 +90,9 @@ impl Event {
             .filter(|(k, _)| !k.starts_with("__asgi_"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        Ok(Outbound::Frame(Message::Text(Value::Object(visible).to_string().into())))
+        Ok(Outbound::Frame(Message::Text(
+            Value::Object(visible).to_string().into(),
+        )))
     }
 }
 
@@ -97,23 +108,43 @@ mod tests {
     #[test]
     fn maps_events_to_frames() {
         assert_eq!(
-            ev(json!({"type": "x.y", "text": "hi"})).to_outbound().unwrap(),
+            ev(json!({"type": "x.y", "text": "hi"}))
+                .to_outbound()
+                .unwrap(),
             Outbound::Frame(Message::Text("hi".into()))
         );
         assert_eq!(
-            Event::binary("x", Bytes::from_static(b"\x00\x01")).to_outbound().unwrap(),
+            Event::binary("x", Bytes::from_static(b"\x00\x01"))
+                .to_outbound()
+                .unwrap(),
             Outbound::Frame(Message::Binary(Bytes::from_static(b"\x00\x01")))
         );
         assert_eq!(
-            ev(json!({"type": "websocket.close", "code": 4001, "reason": "bye"})).to_outbound().unwrap(),
+            ev(json!({"type": "websocket.close", "code": 4001, "reason": "bye"}))
+                .to_outbound()
+                .unwrap(),
             Outbound::Close(4001, "bye".into())
         );
-        assert_eq!(ev(json!({"type": "websocket.close"})).to_outbound().unwrap(), Outbound::Close(1000, String::new()));
-        assert!(ev(json!({"type": "websocket.close", "code": 1006})).to_outbound().is_err());
-        let Outbound::Frame(Message::Text(t)) = ev(json!({"type": "a.b", "n": 1, "__asgi_group__": "g"})).to_outbound().unwrap() else {
+        assert_eq!(
+            ev(json!({"type": "websocket.close"}))
+                .to_outbound()
+                .unwrap(),
+            Outbound::Close(1000, String::new())
+        );
+        assert!(ev(json!({"type": "websocket.close", "code": 1006}))
+            .to_outbound()
+            .is_err());
+        let Outbound::Frame(Message::Text(t)) =
+            ev(json!({"type": "a.b", "n": 1, "__asgi_group__": "g"}))
+                .to_outbound()
+                .unwrap()
+        else {
             panic!()
         };
-        assert_eq!(serde_json::from_str::<Value>(&t).unwrap(), json!({"type": "a.b", "n": 1}));
+        assert_eq!(
+            serde_json::from_str::<Value>(&t).unwrap(),
+            json!({"type": "a.b", "n": 1})
+        );
         assert!(Event::from_json(json!([1])).is_err());
     }
 }

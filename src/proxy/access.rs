@@ -19,11 +19,17 @@ pub(super) fn record(proxy: &Proxy, session: &mut Session, e: Option<&Error>, ct
     let class = status_class(status);
     let http = &proxy.metrics.http;
     http.requests.with_label_values(&[method, class]).inc();
-    http.duration.with_label_values(&[class]).observe(elapsed.as_secs_f64());
+    http.duration
+        .with_label_values(&[class])
+        .observe(elapsed.as_secs_f64());
     if !proxy.access_log {
         return;
     }
-    let upstream = ctx.backend.as_ref().map(backend_name).unwrap_or_else(|| "-".into());
+    let upstream = ctx
+        .backend
+        .as_ref()
+        .map(backend_name)
+        .unwrap_or_else(|| "-".into());
     let client = session
         .client_addr()
         .map(|a| a.to_string())

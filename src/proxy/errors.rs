@@ -40,10 +40,14 @@ pub fn classify(e: &Error) -> Classified {
         }
         (ErrorSource::Upstream, ReadTimedout) => up(504, "read_timeout"),
         (ErrorSource::Upstream, WriteTimedout) => up(504, "write_timeout"),
-        (ErrorSource::Upstream, ConnectionClosed | ReadError | WriteError) => up(502, "upstream_closed"),
+        (ErrorSource::Upstream, ConnectionClosed | ReadError | WriteError) => {
+            up(502, "upstream_closed")
+        }
         (ErrorSource::Upstream, _) => up(502, "bad_response"),
         (ErrorSource::Downstream, ReadTimedout) => client(408),
-        (ErrorSource::Downstream, ConnectionClosed | ReadError | WriteError | WriteTimedout) => client(0),
+        (ErrorSource::Downstream, ConnectionClosed | ReadError | WriteError | WriteTimedout) => {
+            client(0)
+        }
         (ErrorSource::Downstream, _) => client(400),
         (ErrorSource::Internal | ErrorSource::Unset, _) => client(500),
     }
@@ -75,12 +79,30 @@ mod tests {
     #[test]
     fn maps_failures_to_statuses() {
         use ErrorType::*;
-        assert_eq!(classify(&err(ErrorSource::Upstream, ConnectRefused)).status, 502);
-        assert_eq!(classify(&err(ErrorSource::Upstream, ConnectTimedout)).status, 504);
-        assert_eq!(classify(&err(ErrorSource::Upstream, ReadTimedout)).upstream_kind, Some("read_timeout"));
-        assert_eq!(classify(&err(ErrorSource::Internal, NO_HEALTHY_UPSTREAM)).status, 503);
-        assert_eq!(classify(&err(ErrorSource::Downstream, ConnectionClosed)).status, 0);
-        assert_eq!(classify(&err(ErrorSource::Downstream, InvalidHTTPHeader)).status, 400);
+        assert_eq!(
+            classify(&err(ErrorSource::Upstream, ConnectRefused)).status,
+            502
+        );
+        assert_eq!(
+            classify(&err(ErrorSource::Upstream, ConnectTimedout)).status,
+            504
+        );
+        assert_eq!(
+            classify(&err(ErrorSource::Upstream, ReadTimedout)).upstream_kind,
+            Some("read_timeout")
+        );
+        assert_eq!(
+            classify(&err(ErrorSource::Internal, NO_HEALTHY_UPSTREAM)).status,
+            503
+        );
+        assert_eq!(
+            classify(&err(ErrorSource::Downstream, ConnectionClosed)).status,
+            0
+        );
+        assert_eq!(
+            classify(&err(ErrorSource::Downstream, InvalidHTTPHeader)).status,
+            400
+        );
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub fn request_id(req: &RequestHeader) -> String {
 fn is_valid_request_id(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= MAX_REQUEST_ID
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b))
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b))
 }
 
 /// 32 hex digits.
@@ -86,9 +87,16 @@ mod tests {
 
     #[test]
     fn appends_forwarded_for_and_sets_proto_host_id() {
-        let mut r = req(&[("host", "app.example.org"), ("x-forwarded-for", "10.0.0.1"), ("x-forwarded-for", "10.0.0.2")]);
+        let mut r = req(&[
+            ("host", "app.example.org"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+        ]);
         add_forwarding(&mut r, Some("127.0.0.9".parse().unwrap()), "abc");
-        assert_eq!(r.headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.9");
+        assert_eq!(
+            r.headers["x-forwarded-for"],
+            "10.0.0.1, 10.0.0.2, 127.0.0.9"
+        );
         assert_eq!(r.headers["x-forwarded-proto"], "http");
         assert_eq!(r.headers["x-forwarded-host"], "app.example.org");
         assert_eq!(r.headers["x-request-id"], "abc");

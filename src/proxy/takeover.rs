@@ -10,12 +10,12 @@ use std::io::Cursor;
 
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
-use tokio::io::AsyncWriteExt;
 use pingora::prelude::*;
 use pingora::protocols::http::v1::server::HttpSession as H1Session;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::proxy::Session;
+use tokio::io::AsyncWriteExt;
 
 /// A client connection that channelgate now owns.
 pub struct Detached {
@@ -34,7 +34,11 @@ pub async fn detach(session: &mut Session, resp: ResponseHeader) -> Result<Detac
     let mut pre_read = BytesMut::new();
     // The 101 switched the body reader to "upgraded": it now yields the bytes read past
     // the head. Poll without waiting: with nothing buffered it would wait on the socket.
-    while let Some(Ok(Some(b))) = session.downstream_session.read_request_body().now_or_never() {
+    while let Some(Ok(Some(b))) = session
+        .downstream_session
+        .read_request_body()
+        .now_or_never()
+    {
         pre_read.extend_from_slice(&b);
     }
     let placeholder = placeholder(session, &resp).await?;
@@ -55,7 +59,10 @@ pub async fn detach(session: &mut Session, resp: ResponseHeader) -> Result<Detac
         other => {
             // Put it back so Pingora can finish it; the caller answers with an error.
             *session.downstream_session = other;
-            Error::e_explain(ErrorType::InternalError, "only HTTP/1.1 connections can be upgraded")
+            Error::e_explain(
+                ErrorType::InternalError,
+                "only HTTP/1.1 connections can be upgraded",
+            )
         }
     }
 }
@@ -63,7 +70,10 @@ pub async fn detach(session: &mut Session, resp: ResponseHeader) -> Result<Detac
 /// A session over an in-memory copy of the request head, with `resp` written to it.
 async fn placeholder(session: &Session, resp: &ResponseHeader) -> Result<ServerSession> {
     let Some(real) = session.downstream_session.as_http1() else {
-        return Error::e_explain(ErrorType::InternalError, "only HTTP/1.1 connections can be upgraded");
+        return Error::e_explain(
+            ErrorType::InternalError,
+            "only HTTP/1.1 connections can be upgraded",
+        );
     };
     let head = real.get_headers_raw_bytes();
     let mut h1 = H1Session::new(Box::new(Cursor::new(head.to_vec())));

@@ -31,7 +31,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub fn is_websocket(req: &RequestHeader) -> bool {
     req.headers.get_all(http::header::UPGRADE).iter().any(|v| {
         v.to_str()
-            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("websocket")))
+            .map(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+            })
             .unwrap_or(false)
     })
 }
@@ -44,24 +47,45 @@ fn upstream_error(etype: ErrorType, context: String) -> Box<Error> {
 /// side closes. Errors before the 101 become the usual 502/503/504 answers.
 pub async fn pass_through(proxy: &Proxy, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
     let req = session.req_header();
-    if req.headers.contains_key(http::header::CONTENT_LENGTH) || req.headers.contains_key(http::header::TRANSFER_ENCODING) {
-        return Error::e_explain(ErrorType::HTTPStatus(400), "an upgrade request may not carry a body");
+    if req.headers.contains_key(http::header::CONTENT_LENGTH)
+        || req.headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return Error::e_explain(
+            ErrorType::HTTPStatus(400),
+            "an upgrade request may not carry a body",
+        );
     }
     let mut head = req.clone();
     headers::add_forwarding(&mut head, Proxy::client_ip(session), &ctx.request_id);
     let head = serialize_request(&head);
     let cfg = proxy.upstreams.config();
     let mut upstream = connect_with_retry(proxy, ctx).await?;
-    timeout(cfg.write_timeout, upstream.write_all(&head), ErrorType::WriteTimedout, "sending the upgrade request").await?;
+    timeout(
+        cfg.write_timeout,
+        upstream.write_all(&head),
+        ErrorType::WriteTimedout,
+        "sending the upgrade request",
+    )
+    .await?;
     let (resp, mut rest) = read_response_head(&mut upstream, cfg.read_timeout).await?;
     if resp.status.as_u16() != 101 {
-        proxy.metrics.http.upgrades.with_label_values(&["refused"]).inc();
+        proxy
+            .metrics
+            .http
+            .upgrades
+            .with_label_values(&["refused"])
+            .inc();
         return relay_refusal(session, ctx, resp, rest, &mut upstream, cfg.read_timeout).await;
     }
     let mut resp = resp;
     resp.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
     let mut client = takeover::detach(session, resp).await?;
-    proxy.metrics.http.upgrades.with_label_values(&["upgraded"]).inc();
+    proxy
+        .metrics
+        .http
+        .upgrades
+        .with_label_values(&["upgraded"])
+        .inc();
     let open = proxy.metrics.http.upgrades_open.clone();
     open.inc();
     let relayed = async {
@@ -73,8 +97,12 @@ pub async fn pass_through(proxy: &Proxy, session: &mut Session, ctx: &mut Ctx) -
     .await;
     open.dec();
     match relayed {
-        Ok((up, down)) => tracing::debug!(request_id = %ctx.request_id, bytes_up = up, bytes_down = down, "upgraded connection closed"),
-        Err(e) => tracing::debug!(request_id = %ctx.request_id, error = %e, "upgraded connection ended with an error"),
+        Ok((up, down)) => {
+            tracing::debug!(request_id = %ctx.request_id, bytes_up = up, bytes_down = down, "upgraded connection closed")
+        }
+        Err(e) => {
+            tracing::debug!(request_id = %ctx.request_id, error = %e, "upgraded connection ended with an error")
+        }
     }
     Ok(())
 }
@@ -85,8 +113,14 @@ where
 {
     match tokio::time::timeout(limit, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(upstream_error(ErrorType::WriteError, format!("{what}: {e}"))),
-        Err(_) => Err(upstream_error(etype, format!("{what}: no progress in {limit:?}"))),
+        Ok(Err(e)) => Err(upstream_error(
+            ErrorType::WriteError,
+            format!("{what}: {e}"),
+        )),
+        Err(_) => Err(upstream_error(
+            etype,
+            format!("{what}: no progress in {limit:?}"),
+        )),
     }
 }
 
@@ -98,9 +132,15 @@ async fn connect_with_retry(proxy: &Proxy, ctx: &mut Ctx) -> Result<Box<dyn Io>>
         let Some(backend) = proxy.upstreams.select(ctx.backend.as_ref()) else {
             if let (Some(c), true) = (ctx.failure, ctx.attempts > 0) {
                 // Nothing else to try: report the connect failure itself.
-                return Err(upstream_error(connect_etype(c), "connecting for an upgrade".into()));
+                return Err(upstream_error(
+                    connect_etype(c),
+                    "connecting for an upgrade".into(),
+                ));
             }
-            return Error::e_explain(super::errors::NO_HEALTHY_UPSTREAM, "every upstream server is out of rotation");
+            return Error::e_explain(
+                super::errors::NO_HEALTHY_UPSTREAM,
+                "every upstream server is out of rotation",
+            );
         };
         ctx.attempts += 1;
         ctx.backend = Some(backend.clone());
@@ -134,7 +174,9 @@ async fn connect(backend: &Backend, limit: Duration) -> Result<Box<dyn Io>> {
                 Box::new(s)
             }
             PingoraAddr::Unix(a) => {
-                let path = a.as_pathname().ok_or_else(|| std::io::Error::other("unnamed unix socket"))?;
+                let path = a
+                    .as_pathname()
+                    .ok_or_else(|| std::io::Error::other("unnamed unix socket"))?;
                 Box::new(UnixStream::connect(path).await?)
             }
         })
@@ -144,12 +186,17 @@ async fn connect(backend: &Backend, limit: Duration) -> Result<Box<dyn Io>> {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => {
             let etype = match e.kind() {
-                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => ErrorType::ConnectRefused,
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => {
+                    ErrorType::ConnectRefused
+                }
                 _ => ErrorType::ConnectError,
             };
             Err(upstream_error(etype, format!("{what}: {e}")))
         }
-        Err(_) => Err(upstream_error(ErrorType::ConnectTimedout, format!("{what}: timed out"))),
+        Err(_) => Err(upstream_error(
+            ErrorType::ConnectTimedout,
+            format!("{what}: timed out"),
+        )),
     }
 }
 
@@ -171,12 +218,24 @@ fn serialize_request(req: &RequestHeader) -> Vec<u8> {
 }
 
 /// Reads the upstream's response head; returns it and the bytes that followed it.
-async fn read_response_head(upstream: &mut Box<dyn Io>, limit: Duration) -> Result<(ResponseHeader, BytesMut)> {
+async fn read_response_head(
+    upstream: &mut Box<dyn Io>,
+    limit: Duration,
+) -> Result<(ResponseHeader, BytesMut)> {
     let mut buf = BytesMut::with_capacity(4096);
     loop {
-        let n = timeout(limit, upstream.read_buf(&mut buf), ErrorType::ReadTimedout, "waiting for the upgrade answer").await?;
+        let n = timeout(
+            limit,
+            upstream.read_buf(&mut buf),
+            ErrorType::ReadTimedout,
+            "waiting for the upgrade answer",
+        )
+        .await?;
         if n == 0 {
-            return Err(upstream_error(ErrorType::ConnectionClosed, "upstream closed before answering the upgrade".into()));
+            return Err(upstream_error(
+                ErrorType::ConnectionClosed,
+                "upstream closed before answering the upgrade".into(),
+            ));
         }
         let mut slots = [httparse::EMPTY_HEADER; 100];
         let mut parsed = httparse::Response::new(&mut slots);
@@ -192,9 +251,17 @@ async fn read_response_head(upstream: &mut Box<dyn Io>, limit: Duration) -> Resu
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
             Ok(httparse::Status::Partial) => {
-                return Err(upstream_error(ErrorType::InvalidHTTPHeader, "upgrade answer head too large".into()))
+                return Err(upstream_error(
+                    ErrorType::InvalidHTTPHeader,
+                    "upgrade answer head too large".into(),
+                ))
             }
-            Err(e) => return Err(upstream_error(ErrorType::InvalidHTTPHeader, format!("bad upgrade answer: {e}"))),
+            Err(e) => {
+                return Err(upstream_error(
+                    ErrorType::InvalidHTTPHeader,
+                    format!("bad upgrade answer: {e}"),
+                ))
+            }
         }
     }
 }
@@ -215,24 +282,38 @@ async fn relay_refusal(
     resp.remove_header(&http::header::UPGRADE);
     resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     resp.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
-    session.write_response_header(Box::new(resp), body.is_empty()).await?;
+    session
+        .write_response_header(Box::new(resp), body.is_empty())
+        .await?;
     if !body.is_empty() {
         session.write_response_body(Some(body), true).await?;
     }
     Ok(())
 }
 
-async fn read_refusal_body(resp: &ResponseHeader, mut buf: BytesMut, upstream: &mut Box<dyn Io>, limit: Duration) -> Result<Bytes> {
+async fn read_refusal_body(
+    resp: &ResponseHeader,
+    mut buf: BytesMut,
+    upstream: &mut Box<dyn Io>,
+    limit: Duration,
+) -> Result<Bytes> {
     let status = resp.status.as_u16();
     if status < 200 || status == 204 || status == 304 {
         return Ok(Bytes::new());
     }
-    let header = |name| resp.headers.get(name).and_then(|v: &http::HeaderValue| v.to_str().ok());
-    let chunked = header(http::header::TRANSFER_ENCODING).is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let header = |name| {
+        resp.headers
+            .get(name)
+            .and_then(|v: &http::HeaderValue| v.to_str().ok())
+    };
+    let chunked = header(http::header::TRANSFER_ENCODING)
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let length = header(http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<usize>().ok());
     loop {
         if chunked {
-            if let Some(body) = dechunk(&buf).map_err(|m| upstream_error(ErrorType::InvalidHTTPHeader, m.into()))? {
+            if let Some(body) =
+                dechunk(&buf).map_err(|m| upstream_error(ErrorType::InvalidHTTPHeader, m.into()))?
+            {
                 return Ok(body.into());
             }
         } else if let Some(n) = length {
@@ -242,12 +323,24 @@ async fn read_refusal_body(resp: &ResponseHeader, mut buf: BytesMut, upstream: &
             }
         }
         if buf.len() > MAX_REFUSAL_BODY {
-            return Err(upstream_error(ErrorType::InvalidHTTPHeader, "refusal body too large".into()));
+            return Err(upstream_error(
+                ErrorType::InvalidHTTPHeader,
+                "refusal body too large".into(),
+            ));
         }
-        let n = timeout(limit, upstream.read_buf(&mut buf), ErrorType::ReadTimedout, "reading the refusal body").await?;
+        let n = timeout(
+            limit,
+            upstream.read_buf(&mut buf),
+            ErrorType::ReadTimedout,
+            "reading the refusal body",
+        )
+        .await?;
         if n == 0 {
             if chunked || length.is_some() {
-                return Err(upstream_error(ErrorType::ConnectionClosed, "upstream closed mid-body".into()));
+                return Err(upstream_error(
+                    ErrorType::ConnectionClosed,
+                    "upstream closed mid-body".into(),
+                ));
             }
             return Ok(buf.freeze());
         }
@@ -290,7 +383,10 @@ mod tests {
 
     #[test]
     fn dechunks_complete_bodies_only() {
-        assert_eq!(dechunk(b"5\r\nhello\r\n0\r\n\r\n").unwrap(), Some(b"hello".to_vec()));
+        assert_eq!(
+            dechunk(b"5\r\nhello\r\n0\r\n\r\n").unwrap(),
+            Some(b"hello".to_vec())
+        );
         assert_eq!(dechunk(b"5\r\nhel").unwrap(), None);
         assert_eq!(dechunk(b"5\r\nhello\r\n0\r\n").unwrap(), None);
         assert!(dechunk(b"zz\r\n").is_err());

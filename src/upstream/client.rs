@@ -39,7 +39,12 @@ pub(super) fn connector() -> Connector {
 impl Upstreams {
     /// Sends `req` (with `body`) to a healthy server and reads the whole answer, all within
     /// `limit`.
-    pub async fn call(&self, req: RequestHeader, body: Bytes, limit: Duration) -> Result<Answer, CallError> {
+    pub async fn call(
+        &self,
+        req: RequestHeader,
+        body: Bytes,
+        limit: Duration,
+    ) -> Result<Answer, CallError> {
         match tokio::time::timeout(limit, self.exchange(req, body)).await {
             Ok(r) => r,
             Err(_) => Err(CallError::Timeout(limit)),
@@ -50,10 +55,20 @@ impl Upstreams {
         let backend = self.select(None).ok_or(CallError::NoUpstream)?;
         let peer = self.peer(&backend);
         let failed = |e: Box<Error>| CallError::Failed(e.to_string());
-        let (mut session, _reused) = self.connector.get_http_session(&peer).await.map_err(failed)?;
-        session.write_request_header(Box::new(req)).await.map_err(failed)?;
+        let (mut session, _reused) = self
+            .connector
+            .get_http_session(&peer)
+            .await
+            .map_err(failed)?;
+        session
+            .write_request_header(Box::new(req))
+            .await
+            .map_err(failed)?;
         if !body.is_empty() {
-            session.write_request_body(body, true).await.map_err(failed)?;
+            session
+                .write_request_body(body, true)
+                .await
+                .map_err(failed)?;
         }
         session.finish_request_body().await.map_err(failed)?;
         session.read_response_header().await.map_err(failed)?;

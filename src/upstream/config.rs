@@ -82,7 +82,9 @@ impl RawUpstream {
                 &path.key("servers"),
                 "is required: the WSGI servers to proxy to, e.g. servers = [\"127.0.0.1:8050\"]",
             ),
-            Some(list) if list.is_empty() => errs.add(&path.key("servers"), "needs at least one server"),
+            Some(list) if list.is_empty() => {
+                errs.add(&path.key("servers"), "needs at least one server")
+            }
             Some(list) => {
                 for (i, raw) in list.iter().enumerate() {
                     let p = path.key("servers").index(i);
@@ -96,7 +98,13 @@ impl RawUpstream {
             }
         }
         let dur = |raw: Option<String>, key: &str, default: u64, errs: &mut Errors| {
-            values::duration(raw.as_deref(), Duration::from_secs(default), false, &path.key(key), errs)
+            values::duration(
+                raw.as_deref(),
+                Duration::from_secs(default),
+                false,
+                &path.key(key),
+                errs,
+            )
         };
         UpstreamConfig {
             servers,
@@ -134,16 +142,25 @@ impl RawHealthCheck {
                 }
             }
             (Some("http"), None) => {
-                errs.add(&path.key("path"), "an http health check needs a path, e.g. path = \"/healthz\"");
+                errs.add(
+                    &path.key("path"),
+                    "an http health check needs a path, e.g. path = \"/healthz\"",
+                );
                 HealthCheckKind::Tcp
             }
             (None | Some("tcp"), None) => HealthCheckKind::Tcp,
             (Some("tcp"), Some(_)) => {
-                errs.add(&path.key("path"), "a tcp health check takes no path; remove it or use kind = \"http\"");
+                errs.add(
+                    &path.key("path"),
+                    "a tcp health check takes no path; remove it or use kind = \"http\"",
+                );
                 HealthCheckKind::Tcp
             }
             (Some(other), _) => {
-                errs.add(&path.key("kind"), format!("`{other}` is not a health check kind; use \"http\" or \"tcp\""));
+                errs.add(
+                    &path.key("kind"),
+                    format!("`{other}` is not a health check kind; use \"http\" or \"tcp\""),
+                );
                 HealthCheckKind::Tcp
             }
         };
@@ -158,8 +175,20 @@ impl RawHealthCheck {
         let fall = count(self.fall, "fall");
         HealthCheckConfig {
             kind,
-            interval: values::duration(self.interval.as_deref(), Duration::from_secs(5), false, &path.key("interval"), errs),
-            timeout: values::duration(self.timeout.as_deref(), Duration::from_secs(2), false, &path.key("timeout"), errs),
+            interval: values::duration(
+                self.interval.as_deref(),
+                Duration::from_secs(5),
+                false,
+                &path.key("interval"),
+                errs,
+            ),
+            timeout: values::duration(
+                self.timeout.as_deref(),
+                Duration::from_secs(2),
+                false,
+                &path.key("timeout"),
+                errs,
+            ),
             rise,
             fall,
         }

@@ -21,13 +21,28 @@ pub struct Identity {
     pub user: Option<String>,
     pub groups: Vec<String>,
     pub meta: Value,
+    /// Group patterns the user may subscribe to later (`awx` routes), e.g. `["jobs-*"]`.
+    pub subscribe: Option<Vec<String>>,
 }
 
 /// Headers of the client's request that the app sees on the auth subrequest.
-const PASSED: &[&str] = &["cookie", "authorization", "user-agent", "origin", "accept-language", "x-forwarded-for"];
+const PASSED: &[&str] = &[
+    "cookie",
+    "authorization",
+    "user-agent",
+    "origin",
+    "accept-language",
+    "x-forwarded-for",
+];
 
 /// The subrequest for `req`, sent as the client would have sent it.
-pub fn subrequest(cfg_path: &str, req: &RequestHeader, client: Option<IpAddr>, request_id: &str, channel: &str) -> pingora::Result<RequestHeader> {
+pub fn subrequest(
+    cfg_path: &str,
+    req: &RequestHeader,
+    client: Option<IpAddr>,
+    request_id: &str,
+    channel: &str,
+) -> pingora::Result<RequestHeader> {
     let mut sub = RequestHeader::build("GET", cfg_path.as_bytes(), None)?;
     for name in PASSED.iter().chain(["host"].iter()) {
         for v in req.headers.get_all(*name) {
@@ -51,7 +66,8 @@ pub fn identity(headers: &http::HeaderMap, body: &Bytes) -> Result<Identity, Str
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("json"));
     if is_json && !body.is_empty() {
-        let v: Value = serde_json::from_slice(body).map_err(|e| format!("auth answer is not JSON: {e}"))?;
+        let v: Value =
+            serde_json::from_slice(body).map_err(|e| format!("auth answer is not JSON: {e}"))?;
         match v.get("user") {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) => id.user = Some(s.clone()),
@@ -62,25 +78,65 @@ pub fn identity(headers: &http::HeaderMap, body: &Bytes) -> Result<Identity, Str
             None | Some(Value::Null) => {}
             Some(Value::Array(a)) => {
                 for g in a {
-                    id.groups.push(g.as_str().ok_or("auth answer: `groups` must be strings")?.to_string());
+                    id.groups.push(
+                        g.as_str()
+                            .ok_or("auth answer: `groups` must be strings")?
+                            .to_string(),
+                    );
                 }
             }
             Some(_) => return Err("auth answer: `groups` must be a list".into()),
         }
         id.meta = v.get("meta").cloned().unwrap_or(Value::Null);
+        match v.get("subscribe") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(a)) => {
+                let mut patterns = Vec::new();
+                for p in a {
+                    patterns.push(
+                        p.as_str()
+                            .ok_or("auth answer: `subscribe` must be strings")?
+                            .to_string(),
+                    );
+                }
+                id.subscribe = Some(patterns);
+            }
+            Some(_) => {
+                return Err("auth answer: `subscribe` must be a list of group patterns".into())
+            }
+        }
     }
-    if let Some(u) = headers.get("x-channelgate-user").and_then(|v| v.to_str().ok()) {
+    if let Some(u) = headers
+        .get("x-channelgate-user")
+        .and_then(|v| v.to_str().ok())
+    {
         id.user = Some(u.trim().to_string());
     }
-    if let Some(gs) = headers.get("x-channelgate-groups").and_then(|v| v.to_str().ok()) {
-        id.groups.extend(gs.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_string));
+    if let Some(gs) = headers
+        .get("x-channelgate-groups")
+        .and_then(|v| v.to_str().ok())
+    {
+        id.groups.extend(
+            gs.split(',')
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(str::to_string),
+        );
     }
     for g in &id.groups {
-        crate::hub::check_group_name(g).map_err(|e| format!("auth answer names group `{g}`: {e}"))?;
+        crate::hub::check_group_name(g)
+            .map_err(|e| format!("auth answer names group `{g}`: {e}"))?;
     }
     if let Some(u) = &id.user {
-        if u.is_empty() || u.len() > 64 || !u.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c)) {
-            return Err(format!("auth answer: user `{u}` must be 1-64 characters of letters, digits, - _ . @"));
+        if u.is_empty()
+            || u.len() > 64
+            || !u
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+        {
+            return Err(format!(
+                "auth answer: user `{u}` must be 1-64 characters of letters, digits, - _ . @"
+            ));
         }
     }
     Ok(id)
@@ -95,12 +151,22 @@ pub async fn authenticate(
 ) -> Result<Identity, Refusal> {
     let started = Instant::now();
     let answer = upstreams.call(sub, Bytes::new(), cfg.timeout).await;
-    let observe = |outcome: &str| metrics.ws.auth_seconds.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
+    let observe = |outcome: &str| {
+        metrics
+            .ws
+            .auth_seconds
+            .with_label_values(&[outcome])
+            .observe(started.elapsed().as_secs_f64())
+    };
     let answer = match answer {
         Ok(a) => a,
         Err(e) => {
             observe("error");
-            return Err(Refusal::new(503, format!("authentication unavailable: {e}"), "auth_error"));
+            return Err(Refusal::new(
+                503,
+                format!("authentication unavailable: {e}"),
+                "auth_error",
+            ));
         }
     };
     match answer.status {
@@ -116,7 +182,15 @@ pub async fn authenticate(
         },
         s @ (401 | 403) => {
             observe("denied");
-            Err(Refusal::new(s, if s == 401 { "not authenticated" } else { "access denied" }, "auth_denied"))
+            Err(Refusal::new(
+                s,
+                if s == 401 {
+                    "not authenticated"
+                } else {
+                    "access denied"
+                },
+                "auth_denied",
+            ))
         }
         400..=499 => {
             observe("denied");
@@ -124,7 +198,11 @@ pub async fn authenticate(
         }
         s => {
             observe("error");
-            Err(Refusal::new(503, format!("authentication unavailable: the app answered {s}"), "auth_error"))
+            Err(Refusal::new(
+                503,
+                format!("authentication unavailable: the app answered {s}"),
+                "auth_error",
+            ))
         }
     }
 }
@@ -144,7 +222,10 @@ mod tests {
     #[test]
     fn reads_json_and_headers() {
         let id = identity(
-            &hm(&[("content-type", "application/json"), ("x-channelgate-groups", "a, b")]),
+            &hm(&[
+                ("content-type", "application/json"),
+                ("x-channelgate-groups", "a, b"),
+            ]),
             &Bytes::from_static(br#"{"user": 5, "groups": ["updates-5"], "meta": {"k": 1}}"#),
         )
         .unwrap();
@@ -152,8 +233,18 @@ mod tests {
         assert_eq!(id.groups, ["updates-5", "a", "b"]);
         assert_eq!(id.meta["k"], 1);
         assert!(identity(&hm(&[("x-channelgate-groups", "bad group")]), &Bytes::new()).is_err());
-        assert!(identity(&hm(&[("content-type", "application/json")]), &Bytes::from_static(b"{nope")).is_err());
-        assert_eq!(identity(&hm(&[("x-channelgate-user", "7")]), &Bytes::new()).unwrap().user.as_deref(), Some("7"));
+        assert!(identity(
+            &hm(&[("content-type", "application/json")]),
+            &Bytes::from_static(b"{nope")
+        )
+        .is_err());
+        assert_eq!(
+            identity(&hm(&[("x-channelgate-user", "7")]), &Bytes::new())
+                .unwrap()
+                .user
+                .as_deref(),
+            Some("7")
+        );
     }
 
     #[test]
@@ -162,7 +253,14 @@ mod tests {
         req.insert_header("cookie", "sessionid=abc").unwrap();
         req.insert_header("host", "app.example.org").unwrap();
         req.insert_header("x-unrelated", "no").unwrap();
-        let sub = subrequest("/ws-auth/", &req, Some("127.0.0.2".parse().unwrap()), "rid", "ch!x").unwrap();
+        let sub = subrequest(
+            "/ws-auth/",
+            &req,
+            Some("127.0.0.2".parse().unwrap()),
+            "rid",
+            "ch!x",
+        )
+        .unwrap();
         assert_eq!(sub.uri.path(), "/ws-auth/");
         assert_eq!(sub.headers["cookie"], "sessionid=abc");
         assert_eq!(sub.headers["host"], "app.example.org");

@@ -36,6 +36,20 @@ pub struct RouteConfig {
     pub max_lifetime: Option<Duration>,
     /// Subprotocols offered by this route, in order of preference. Default: none.
     pub subprotocols: Vec<String>,
+    /// What client frames mean. Default: channels (the `inbound` mode over `groups`).
+    pub protocol: Protocol,
+    /// `awx`: asked once per new group (`?group=...`) unless the auth answer's `subscribe`
+    /// patterns allow it. Default: none.
+    pub authorize: Option<AuthConfig>,
+    /// `awx`: most groups one connection may subscribe to. Default 100.
+    pub max_groups: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Channels,
+    Awx,
+    AmqpBridge(crate::protocols::bridge::BridgeConfig),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,9 +75,15 @@ pub enum Inbound {
     Drop,
     Echo,
     /// Publish the frame to a group as `{"type": type, "text"|"bytes": ...}`.
-    Group { group: GroupTemplate, event_type: String },
+    Group {
+        group: GroupTemplate,
+        event_type: String,
+    },
     /// POST the frame to the app; a non-empty answer goes back to the sender.
-    Http { path: String, timeout: Duration },
+    Http {
+        path: String,
+        timeout: Duration,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +111,20 @@ pub(crate) struct RawRoute {
     idle_timeout: Option<String>,
     max_lifetime: Option<String>,
     subprotocols: Option<Vec<String>>,
+    protocol: Option<String>,
+    authorize: Option<RawAuth>,
+    max_groups: Option<usize>,
+    bridge: Option<RawBridge>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct RawBridge {
+    url: Option<String>,
+    exchange: Option<String>,
+    bindings: Option<Vec<String>>,
+    commander: Option<String>,
+    consumers: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -127,7 +161,9 @@ pub fn parse_size(raw: &str) -> Result<u64, String> {
     let s = raw.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("`{raw}` is not a size; write it like \"64KiB\" or \"1MiB\""))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{raw}` is not a size; write it like \"64KiB\" or \"1MiB\""))?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kib" => 1024,
@@ -135,12 +171,22 @@ pub fn parse_size(raw: &str) -> Result<u64, String> {
         "mib" => 1024 * 1024,
         "mb" => 1_000_000,
         "gib" => 1024 * 1024 * 1024,
-        other => return Err(format!("`{other}` is not a size unit; use B, KiB, MiB, KB or MB")),
+        other => {
+            return Err(format!(
+                "`{other}` is not a size unit; use B, KiB, MiB, KB or MB"
+            ))
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("`{raw}` is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{raw}` is too large"))
 }
 
-fn optional_duration(raw: Option<String>, default: Option<Duration>, path: &KeyPath, errs: &mut Errors) -> Option<Duration> {
+fn optional_duration(
+    raw: Option<String>,
+    default: Option<Duration>,
+    path: &KeyPath,
+    errs: &mut Errors,
+) -> Option<Duration> {
     match raw {
         None => default,
         Some(r) => {
@@ -152,9 +198,16 @@ fn optional_duration(raw: Option<String>, default: Option<Duration>, path: &KeyP
 
 impl RawRoute {
     pub(crate) fn validate(self, path: &KeyPath, errs: &mut Errors) -> Option<RouteConfig> {
-        let tpl = match self.path.as_deref().map(|p| PathTemplate::parse(p, self.prefix.unwrap_or(false))) {
+        let tpl = match self
+            .path
+            .as_deref()
+            .map(|p| PathTemplate::parse(p, self.prefix.unwrap_or(false)))
+        {
             None => {
-                errs.add(&path.key("path"), "is required, e.g. path = \"/ws/chat/{room}/\"");
+                errs.add(
+                    &path.key("path"),
+                    "is required, e.g. path = \"/ws/chat/{room}/\"",
+                );
                 return None;
             }
             Some(Err(e)) => {
@@ -164,13 +217,14 @@ impl RawRoute {
             Some(Ok(t)) => t,
         };
         let params: Vec<&str> = tpl.params().collect();
-        let group_tpl = |raw: &str, p: &KeyPath, errs: &mut Errors| match GroupTemplate::parse(raw, &params) {
-            Ok(g) => Some(g),
-            Err(e) => {
-                errs.add(p, e);
-                None
-            }
-        };
+        let group_tpl =
+            |raw: &str, p: &KeyPath, errs: &mut Errors| match GroupTemplate::parse(raw, &params) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    errs.add(p, e);
+                    None
+                }
+            };
         let groups: Vec<GroupTemplate> = self
             .groups
             .unwrap_or_default()
@@ -178,16 +232,93 @@ impl RawRoute {
             .enumerate()
             .filter_map(|(i, g)| group_tpl(g, &path.key("groups").index(i), errs))
             .collect();
-        let auth = self.auth.map(|a| {
+        let auth_cfg = |a: RawAuth, key: &str, errs: &mut Errors| {
             let p = a.path.unwrap_or_default();
             if !p.starts_with('/') {
-                errs.add(&path.key("auth").key("path"), "is required and must start with /, e.g. \"/ws-auth/\"");
+                errs.add(
+                    &path.key(key).key("path"),
+                    "is required and must start with /, e.g. \"/ws-auth/\"",
+                );
             }
             AuthConfig {
                 path: p,
-                timeout: values::duration(a.timeout.as_deref(), Duration::from_secs(2), false, &path.key("auth").key("timeout"), errs),
+                timeout: values::duration(
+                    a.timeout.as_deref(),
+                    Duration::from_secs(2),
+                    false,
+                    &path.key(key).key("timeout"),
+                    errs,
+                ),
             }
-        });
+        };
+        let auth = self.auth.map(|a| auth_cfg(a, "auth", errs));
+        let authorize = self.authorize.map(|a| auth_cfg(a, "authorize", errs));
+        let inbound_set = self.inbound.is_some();
+        let has_bridge = self.bridge.is_some();
+        let protocol = match self.protocol.as_deref() {
+            None | Some("channels") => Protocol::Channels,
+            Some("awx") => Protocol::Awx,
+            Some("amqp-bridge") => {
+                let b = self.bridge.unwrap_or_default();
+                let commander = b.commander.unwrap_or_else(|| "channelgate".into());
+                if commander.is_empty()
+                    || !commander
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
+                    errs.add(
+                        &path.key("bridge").key("commander"),
+                        "must be letters, digits, - _ .",
+                    );
+                }
+                if let Some(u) = &b.url {
+                    if let Err(e) = u.parse::<lapin::uri::AMQPUri>() {
+                        errs.add(
+                            &path.key("bridge").key("url"),
+                            format!(
+                                "`{}` is not an AMQP URL ({e})",
+                                crate::broker::amqp::redact(u)
+                            ),
+                        );
+                    }
+                }
+                let bindings = b.bindings.unwrap_or_else(|| vec!["reply.#".into()]);
+                if bindings.is_empty() {
+                    errs.add(
+                        &path.key("bridge").key("bindings"),
+                        "needs at least one routing key, e.g. [\"reply.#\"]",
+                    );
+                }
+                Protocol::AmqpBridge(crate::protocols::bridge::BridgeConfig {
+                    url: b.url,
+                    exchange: b.exchange.unwrap_or_else(|| "sdss_exchange".into()),
+                    bindings,
+                    commander,
+                    consumers: b.consumers,
+                })
+            }
+            Some(other) => {
+                errs.add(
+                    &path.key("protocol"),
+                    format!(
+                        "`{other}` is not a protocol; use \"channels\", \"awx\" or \"amqp-bridge\""
+                    ),
+                );
+                Protocol::Channels
+            }
+        };
+        if inbound_set && protocol != Protocol::Channels {
+            errs.add(&path.key("inbound"), "only applies to protocol = \"channels\"; awx and amqp-bridge define what client frames mean");
+        }
+        if authorize.is_some() && protocol != Protocol::Awx {
+            errs.add(&path.key("authorize"), "only applies to protocol = \"awx\"");
+        }
+        if has_bridge && !matches!(protocol, Protocol::AmqpBridge(_)) {
+            errs.add(
+                &path.key("bridge"),
+                "only applies to protocol = \"amqp-bridge\"",
+            );
+        }
         let inbound = match self.inbound {
             None => Inbound::Drop,
             Some(RawInbound::Mode(m)) => match m.as_str() {
@@ -198,7 +329,12 @@ impl RawRoute {
                     Inbound::Drop
                 }
             },
-            Some(RawInbound::Table { group, http, event_type, timeout }) => match (group, http) {
+            Some(RawInbound::Table {
+                group,
+                http,
+                event_type,
+                timeout,
+            }) => match (group, http) {
                 (Some(g), None) => match group_tpl(&g, &path.key("inbound").key("group"), errs) {
                     Some(group) => Inbound::Group {
                         group,
@@ -208,22 +344,38 @@ impl RawRoute {
                 },
                 (None, Some(h)) => {
                     if !h.starts_with('/') {
-                        errs.add(&path.key("inbound").key("http"), format!("`{h}` must start with /"));
+                        errs.add(
+                            &path.key("inbound").key("http"),
+                            format!("`{h}` must start with /"),
+                        );
                     }
                     Inbound::Http {
                         path: h,
-                        timeout: values::duration(timeout.as_deref(), Duration::from_secs(5), false, &path.key("inbound").key("timeout"), errs),
+                        timeout: values::duration(
+                            timeout.as_deref(),
+                            Duration::from_secs(5),
+                            false,
+                            &path.key("inbound").key("timeout"),
+                            errs,
+                        ),
                     }
                 }
                 _ => {
-                    errs.add(&path.key("inbound"), "needs exactly one of group = \"...\" or http = \"/path/\"");
+                    errs.add(
+                        &path.key("inbound"),
+                        "needs exactly one of group = \"...\" or http = \"/path/\"",
+                    );
                     Inbound::Drop
                 }
             },
         };
-        let uses_user = groups.iter().any(|g| g.uses_user()) || matches!(&inbound, Inbound::Group { group, .. } if group.uses_user());
+        let uses_user = groups.iter().any(|g| g.uses_user())
+            || matches!(&inbound, Inbound::Group { group, .. } if group.uses_user());
         if uses_user && auth.is_none() {
-            errs.add(&path.key("groups"), "{user} needs an auth = { path = ... } on this route to know the user");
+            errs.add(
+                &path.key("groups"),
+                "{user} needs an auth = { path = ... } on this route to know the user",
+            );
         }
         let max_message = match self.max_message {
             None => 64 * 1024,
@@ -241,7 +393,8 @@ impl RawRoute {
             Some(list) if list.iter().any(|o| o == "*") => Origins::Any,
             Some(list) => {
                 for (i, o) in list.iter().enumerate() {
-                    if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/') {
+                    if !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/')
+                    {
                         errs.add(&path.key("allowed_origins").index(i), format!("`{o}` must look like \"https://app.example.org\" (scheme and host, no path), or be \"*\""));
                     }
                 }
@@ -259,7 +412,10 @@ impl RawRoute {
             None | Some("close") => SlowClient::Close,
             Some("drop") => SlowClient::Drop,
             Some(o) => {
-                errs.add(&path.key("slow_client"), format!("`{o}` is not a policy; use \"close\" or \"drop\""));
+                errs.add(
+                    &path.key("slow_client"),
+                    format!("`{o}` is not a policy; use \"close\" or \"drop\""),
+                );
                 SlowClient::Close
             }
         };
@@ -270,25 +426,65 @@ impl RawRoute {
             auth,
             inbound,
             max_message: max_message as usize,
-            ping_interval: optional_duration(self.ping_interval, Some(Duration::from_secs(20)), &path.key("ping_interval"), errs),
+            ping_interval: optional_duration(
+                self.ping_interval,
+                Some(Duration::from_secs(20)),
+                &path.key("ping_interval"),
+                errs,
+            ),
             send_queue,
             slow_client,
-            send_timeout: values::duration(self.send_timeout.as_deref(), Duration::from_secs(10), false, &path.key("send_timeout"), errs),
-            idle_timeout: optional_duration(self.idle_timeout, None, &path.key("idle_timeout"), errs),
-            max_lifetime: optional_duration(self.max_lifetime, None, &path.key("max_lifetime"), errs),
+            send_timeout: values::duration(
+                self.send_timeout.as_deref(),
+                Duration::from_secs(10),
+                false,
+                &path.key("send_timeout"),
+                errs,
+            ),
+            idle_timeout: optional_duration(
+                self.idle_timeout,
+                None,
+                &path.key("idle_timeout"),
+                errs,
+            ),
+            max_lifetime: optional_duration(
+                self.max_lifetime,
+                None,
+                &path.key("max_lifetime"),
+                errs,
+            ),
             subprotocols: self.subprotocols.unwrap_or_default(),
+            protocol,
+            authorize,
+            max_groups: match self.max_groups {
+                Some(0) => {
+                    errs.add(&path.key("max_groups"), "must be at least 1");
+                    1
+                }
+                n => n.unwrap_or(100),
+            },
         })
     }
 }
 
 /// Checks every route and that no two routes can match the same path.
-pub(crate) fn validate_routes(raw: Vec<RawRoute>, path: &KeyPath, errs: &mut Errors) -> Vec<RouteConfig> {
+pub(crate) fn validate_routes(
+    raw: Vec<RawRoute>,
+    path: &KeyPath,
+    errs: &mut Errors,
+) -> Vec<RouteConfig> {
     let mut routes: Vec<RouteConfig> = Vec::new();
     for (i, r) in raw.into_iter().enumerate() {
         let p = path.index(i);
         if let Some(route) = r.validate(&p, errs) {
             if let Some(other) = routes.iter().find(|o| o.path.overlaps(&route.path)) {
-                errs.add(&p.key("path"), format!("overlaps the route {}: a request could match both", other.path));
+                errs.add(
+                    &p.key("path"),
+                    format!(
+                        "overlaps the route {}: a request could match both",
+                        other.path
+                    ),
+                );
             }
             routes.push(route);
         }

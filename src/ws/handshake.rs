@@ -26,7 +26,10 @@ impl Refusal {
 }
 
 fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+    req.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 fn has_token(req: &RequestHeader, name: &str, token: &str) -> bool {
@@ -57,16 +60,27 @@ pub fn origin_allowed(req: &RequestHeader, origins: &Origins) -> bool {
 }
 
 /// Validates the upgrade request and builds the 101; `Err` says why not.
-pub fn accept(req: &RequestHeader, route: &RouteConfig) -> Result<(ResponseHeader, Option<String>), Refusal> {
+pub fn accept(
+    req: &RequestHeader,
+    route: &RouteConfig,
+) -> Result<(ResponseHeader, Option<String>), Refusal> {
     let bad = |why: &str| Refusal::new(400, why, "bad_handshake");
     if req.method != http::Method::GET {
         return Err(bad("a WebSocket handshake must be a GET"));
     }
     if !has_token(req, "upgrade", "websocket") || !has_token(req, "connection", "upgrade") {
-        return Err(Refusal::new(426, "this path only speaks WebSocket (Upgrade: websocket)", "bad_handshake"));
+        return Err(Refusal::new(
+            426,
+            "this path only speaks WebSocket (Upgrade: websocket)",
+            "bad_handshake",
+        ));
     }
     if header(req, "sec-websocket-version") != Some("13") {
-        return Err(Refusal::new(426, "unsupported Sec-WebSocket-Version; this server speaks 13", "bad_handshake"));
+        return Err(Refusal::new(
+            426,
+            "unsupported Sec-WebSocket-Version; this server speaks 13",
+            "bad_handshake",
+        ));
     }
     let key = header(req, "sec-websocket-key").ok_or_else(|| bad("missing Sec-WebSocket-Key"))?;
     use base64::Engine;
@@ -98,7 +112,13 @@ pub fn accept(req: &RequestHeader, route: &RouteConfig) -> Result<(ResponseHeade
         }
         Ok(resp)
     };
-    let resp = build().map_err(|e| Refusal::new(500, format!("cannot build the handshake answer: {e}"), "bad_handshake"))?;
+    let resp = build().map_err(|e| {
+        Refusal::new(
+            500,
+            format!("cannot build the handshake answer: {e}"),
+            "bad_handshake",
+        )
+    })?;
     Ok((resp, chosen))
 }
 
@@ -129,14 +149,20 @@ mod tests {
             "[upstream]\nservers=[\"127.0.0.1:1\"]\n[[ws]]\npath=\"/ws/\"\nsubprotocols={:?}\n",
             subprotocols
         );
-        crate::config::Config::parse(&text, std::path::Path::new("t")).unwrap().ws.remove(0)
+        crate::config::Config::parse(&text, std::path::Path::new("t"))
+            .unwrap()
+            .ws
+            .remove(0)
     }
 
     #[test]
     fn accepts_rfc_example_and_negotiates() {
         let (resp, chosen) = accept(&req(GOOD), &route(&["v1.chat"])).unwrap();
         assert_eq!(resp.status.as_u16(), 101);
-        assert_eq!(resp.headers["sec-websocket-accept"], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            resp.headers["sec-websocket-accept"],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
         assert_eq!(chosen.as_deref(), Some("v1.chat"));
         let (_, none) = accept(&req(GOOD), &route(&[])).unwrap();
         assert_eq!(none, None);
@@ -144,10 +170,29 @@ mod tests {
 
     #[test]
     fn refuses_bad_handshakes() {
-        let without = |name: &str| req(&GOOD.iter().copied().filter(|(k, _)| *k != name).collect::<Vec<_>>());
-        assert_eq!(accept(&without("sec-websocket-key"), &route(&[])).unwrap_err().status, 400);
-        assert_eq!(accept(&without("sec-websocket-version"), &route(&[])).unwrap_err().status, 426);
-        assert_eq!(accept(&without("upgrade"), &route(&[])).unwrap_err().status, 426);
+        let without = |name: &str| {
+            req(&GOOD
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != name)
+                .collect::<Vec<_>>())
+        };
+        assert_eq!(
+            accept(&without("sec-websocket-key"), &route(&[]))
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            accept(&without("sec-websocket-version"), &route(&[]))
+                .unwrap_err()
+                .status,
+            426
+        );
+        assert_eq!(
+            accept(&without("upgrade"), &route(&[])).unwrap_err().status,
+            426
+        );
         let mut bad_key = GOOD.to_vec();
         bad_key[4] = ("sec-websocket-key", "c2hvcnQ=");
         assert_eq!(accept(&req(&bad_key), &route(&[])).unwrap_err().status, 400);
@@ -160,8 +205,14 @@ mod tests {
             h.push(("origin", o));
             req(&h)
         };
-        assert!(origin_allowed(&with("https://app.example.org"), &Origins::SameHost));
-        assert!(!origin_allowed(&with("https://evil.example"), &Origins::SameHost));
+        assert!(origin_allowed(
+            &with("https://app.example.org"),
+            &Origins::SameHost
+        ));
+        assert!(!origin_allowed(
+            &with("https://evil.example"),
+            &Origins::SameHost
+        ));
         assert!(!origin_allowed(&with("null"), &Origins::SameHost));
         assert!(origin_allowed(&req(GOOD), &Origins::SameHost));
         let list = Origins::List(vec!["https://app.example.org".into()]);

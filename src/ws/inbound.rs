@@ -12,9 +12,20 @@ use super::{Conn, Endpoint};
 use crate::hub::Event;
 
 /// Handles one text or binary message; `Err` only when writing to the client failed.
-pub(super) async fn handle(ep: &Endpoint, conn: &Conn, ws: &mut Ws, msg: Message) -> Result<(), &'static str> {
+pub(super) async fn handle(
+    ep: &Endpoint,
+    conn: &Conn,
+    ws: &mut Ws,
+    msg: Message,
+) -> Result<(), &'static str> {
     let route = &conn.route;
-    let count = |mode: &str, outcome: &str| ep.metrics.ws.inbound.with_label_values(&[mode, outcome]).inc();
+    let count = |mode: &str, outcome: &str| {
+        ep.metrics
+            .ws
+            .inbound
+            .with_label_values(&[mode, outcome])
+            .inc()
+    };
     match &route.inbound {
         Inbound::Drop => count("drop", "dropped"),
         Inbound::Echo => {
@@ -22,24 +33,36 @@ pub(super) async fn handle(ep: &Endpoint, conn: &Conn, ws: &mut Ws, msg: Message
             count("echo", "ok");
         }
         Inbound::Group { event_type, .. } => {
-            let Some(group) = &conn.inbound_group else { return Ok(()) };
+            let Some(group) = &conn.inbound_group else {
+                return Ok(());
+            };
             let mut event = match msg {
                 Message::Text(t) => Event::text(event_type, t.to_string()),
                 Message::Binary(b) => Event::binary(event_type, b),
                 _ => return Ok(()),
             };
-            event.fields.insert("channel".into(), conn.channel.clone().into());
+            event
+                .fields
+                .insert("channel".into(), conn.channel.clone().into());
             if let Some(u) = &conn.user {
                 event.fields.insert("user".into(), u.clone().into());
             }
             match ep.broker.group_send(group, event).await {
                 Ok(_) => {
                     count("group", "ok");
-                    ep.metrics.ws.published.with_label_values(&["inbound", "ok"]).inc();
+                    ep.metrics
+                        .ws
+                        .published
+                        .with_label_values(&["inbound", "ok"])
+                        .inc();
                 }
                 Err(e) => {
                     count("group", "error");
-                    ep.metrics.ws.published.with_label_values(&["inbound", "error"]).inc();
+                    ep.metrics
+                        .ws
+                        .published
+                        .with_label_values(&["inbound", "error"])
+                        .inc();
                     tracing::warn!(channel = %conn.channel, group = %group, error = %e, "inbound frame not published");
                 }
             }
@@ -88,7 +111,12 @@ pub(super) async fn handle(ep: &Endpoint, conn: &Conn, ws: &mut Ws, msg: Message
     Ok(())
 }
 
-fn http_request(conn: &Conn, path: &str, content_type: &str, len: usize) -> pingora::Result<RequestHeader> {
+fn http_request(
+    conn: &Conn,
+    path: &str,
+    content_type: &str,
+    len: usize,
+) -> pingora::Result<RequestHeader> {
     let mut req = RequestHeader::build("POST", path.as_bytes(), None)?;
     req.insert_header("content-type", content_type)?;
     req.insert_header("content-length", len.to_string())?;

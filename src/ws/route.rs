@@ -28,7 +28,9 @@ pub struct PathTemplate {
 
 fn is_ident(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -50,7 +52,9 @@ impl PathTemplate {
         for p in parts {
             if let Some(name) = p.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
                 if !is_ident(name) {
-                    return Err(format!("`{{{name}}}` is not a parameter name (letters, digits, _)"));
+                    return Err(format!(
+                        "`{{{name}}}` is not a parameter name (letters, digits, _)"
+                    ));
                 }
                 if seen.contains(&name) {
                     return Err(format!("parameter `{name}` appears twice"));
@@ -149,17 +153,26 @@ impl GroupTemplate {
             if open > 0 {
                 parts.push(Part::Lit(rest[..open].to_string()));
             }
-            let close = rest[open..].find('}').ok_or_else(|| format!("`{raw}`: unclosed {{"))? + open;
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("`{raw}`: unclosed {{"))?
+                + open;
             let var = &rest[open + 1..close];
             parts.push(match var {
                 "user" => Part::User,
-                v if v.starts_with("query.") && is_ident(&v[6..]) => Part::Query(v[6..].to_string()),
+                v if v.starts_with("query.") && is_ident(&v[6..]) => {
+                    Part::Query(v[6..].to_string())
+                }
                 v if params.contains(&v) => Part::Param(v.to_string()),
                 v => {
-                    let mut known: Vec<String> = params.iter().map(|p| format!("{{{p}}}")).collect();
+                    let mut known: Vec<String> =
+                        params.iter().map(|p| format!("{{{p}}}")).collect();
                     known.push("{user}".into());
                     known.push("{query.NAME}".into());
-                    return Err(format!("`{{{v}}}` is not a known variable; this route has {}", known.join(", ")));
+                    return Err(format!(
+                        "`{{{v}}}` is not a known variable; this route has {}",
+                        known.join(", ")
+                    ));
                 }
             });
             rest = &rest[close + 1..];
@@ -196,12 +209,25 @@ impl GroupTemplate {
         for p in &self.parts {
             match p {
                 Part::Lit(l) => out.push_str(l),
-                Part::Param(n) => out.push_str(vars.params.get(n).ok_or_else(|| format!("path parameter `{n}` missing"))?),
-                Part::User => out.push_str(vars.user.as_deref().ok_or("no user: the auth answer named none")?),
-                Part::Query(n) => out.push_str(vars.query.get(n).ok_or_else(|| format!("query parameter `{n}` missing"))?),
+                Part::Param(n) => out.push_str(
+                    vars.params
+                        .get(n)
+                        .ok_or_else(|| format!("path parameter `{n}` missing"))?,
+                ),
+                Part::User => out.push_str(
+                    vars.user
+                        .as_deref()
+                        .ok_or("no user: the auth answer named none")?,
+                ),
+                Part::Query(n) => out.push_str(
+                    vars.query
+                        .get(n)
+                        .ok_or_else(|| format!("query parameter `{n}` missing"))?,
+                ),
             }
         }
-        crate::hub::check_group_name(&out).map_err(|e| format!("group `{out}` from `{}`: {e}", self.raw))?;
+        crate::hub::check_group_name(&out)
+            .map_err(|e| format!("group `{out}` from `{}`: {e}", self.raw))?;
         Ok(out)
     }
 }
@@ -253,7 +279,9 @@ mod tests {
         assert_eq!(g.render(&v).unwrap(), "chat-lobby-5-z");
         v.params.insert("room".into(), "bad room".into());
         assert!(g.render(&v).is_err());
-        assert!(GroupTemplate::parse("chat-{nope}", &["room"]).unwrap_err().contains("{room}"));
+        assert!(GroupTemplate::parse("chat-{nope}", &["room"])
+            .unwrap_err()
+            .contains("{room}"));
         assert!(GroupTemplate::parse("chat room", &[]).is_err());
     }
 }

@@ -14,10 +14,12 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use super::config::Protocol;
 use super::{inbound, Conn, Endpoint};
 use crate::hub::Outbound;
+use crate::protocols::{self, Subscriptions};
 
-pub(super) type Ws = WebSocketStream<Stream>;
+pub(crate) type Ws = WebSocketStream<Stream>;
 
 /// How a connection ended: the close code (1006 when no close frame was exchanged) and who
 /// ended it.
@@ -38,7 +40,12 @@ impl Ending {
 }
 
 /// Counts frames and bytes sent.
-pub(super) async fn send(ep: &Endpoint, ws: &mut Ws, msg: Message, limit: Duration) -> Result<(), &'static str> {
+pub(crate) async fn send(
+    ep: &Endpoint,
+    ws: &mut Ws,
+    msg: Message,
+    limit: Duration,
+) -> Result<(), &'static str> {
     let len = msg.len() as u64;
     match tokio::time::timeout(limit, ws.send(msg)).await {
         Ok(Ok(())) => {
@@ -54,15 +61,17 @@ pub(super) async fn send(ep: &Endpoint, ws: &mut Ws, msg: Message, limit: Durati
 /// Maps a read error to the close code the RFC asks for.
 fn read_error(e: &WsError) -> Ending {
     match e {
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => Ending::server(1009, "message too big"),
-        WsError::Utf8(_) => Ending::server(1007, "invalid UTF-8 in a text message"),
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) | WsError::ConnectionClosed | WsError::AlreadyClosed => {
-            Ending {
-                code: 1006,
-                by: "client",
-                reason: "connection dropped".into(),
-            }
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            Ending::server(1009, "message too big")
         }
+        WsError::Utf8(_) => Ending::server(1007, "invalid UTF-8 in a text message"),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+        | WsError::ConnectionClosed
+        | WsError::AlreadyClosed => Ending {
+            code: 1006,
+            by: "client",
+            reason: "connection dropped".into(),
+        },
         WsError::Protocol(_) => Ending::server(1002, "protocol error"),
         WsError::Io(_) => Ending {
             code: 1006,
@@ -94,59 +103,84 @@ pub(super) async fn run(ep: Arc<Endpoint>, conn: Conn, mut ws: Ws) {
     let started = Instant::now();
     let (mut frames_in, mut frames_out) = (0u64, 0u64);
     let mut shutdown = ep.shutdown.clone();
-    let ping_every = route.ping_interval.unwrap_or(Duration::from_secs(3600 * 24 * 365));
+    let ping_every = route
+        .ping_interval
+        .unwrap_or(Duration::from_secs(3600 * 24 * 365));
     let mut ping = interval_at(TokioInstant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let far = TokioInstant::now() + Duration::from_secs(3600 * 24 * 365 * 10);
     let lifetime_end = route.max_lifetime.map_or(far, |d| TokioInstant::now() + d);
+    let mut subs = Subscriptions::default();
+    let opened = match route.protocol {
+        Protocol::Awx => protocols::awx::on_open(&ep, &conn, &mut ws).await,
+        _ => Ok(()),
+    };
 
-    let ending: Ending = loop {
-        let idle_end = route.idle_timeout.map_or(far, |d| TokioInstant::from_std(last_heard + d));
-        tokio::select! {
-            _ = shutting_down(&mut shutdown) => break Ending::server(1001, "server shutting down"),
-            code = kick.kicked() => break Ending::server(code, "too slow: messages queued faster than the client reads"),
-            _ = sleep_until(lifetime_end) => break Ending::server(1001, "connection lifetime reached"),
-            _ = sleep_until(idle_end) => break Ending::server(1001, "idle timeout"),
-            _ = ping.tick(), if route.ping_interval.is_some() => {
-                if last_heard.elapsed() > ping_every * 2 {
-                    break Ending { code: 1006, by: "server", reason: "no answer to pings".into() };
-                }
-                if let Err(e) = send(&ep, &mut ws, Message::Ping(Default::default()), route.send_timeout).await {
-                    break Ending { code: 1006, by: "server", reason: e.into() };
-                }
-            }
-            out = rx.recv() => match out {
-                Some(Outbound::Frame(m)) => {
-                    if let Err(e) = send(&ep, &mut ws, m, route.send_timeout).await {
+    let ending: Ending = if let Err(e) = opened {
+        Ending {
+            code: 1006,
+            by: "server",
+            reason: e.into(),
+        }
+    } else {
+        loop {
+            let idle_end = route
+                .idle_timeout
+                .map_or(far, |d| TokioInstant::from_std(last_heard + d));
+            tokio::select! {
+                _ = shutting_down(&mut shutdown) => break Ending::server(1001, "server shutting down"),
+                code = kick.kicked() => break Ending::server(code, "too slow: messages queued faster than the client reads"),
+                _ = sleep_until(lifetime_end) => break Ending::server(1001, "connection lifetime reached"),
+                _ = sleep_until(idle_end) => break Ending::server(1001, "idle timeout"),
+                _ = ping.tick(), if route.ping_interval.is_some() => {
+                    if last_heard.elapsed() > ping_every * 2 {
+                        break Ending { code: 1006, by: "server", reason: "no answer to pings".into() };
+                    }
+                    if let Err(e) = send(&ep, &mut ws, Message::Ping(Default::default()), route.send_timeout).await {
                         break Ending { code: 1006, by: "server", reason: e.into() };
                     }
-                    frames_out += 1;
                 }
-                Some(Outbound::Close(code, reason)) => break Ending::server(code, &reason),
-                None => break Ending::server(1011, "hub closed"),
-            },
-            frame = ws.next() => {
-                last_heard = Instant::now();
-                match frame {
-                    None => break Ending { code: 1006, by: "client", reason: "connection dropped".into() },
-                    Some(Err(e)) => break read_error(&e),
-                    Some(Ok(Message::Close(f))) => {
-                        ep.metrics.ws.frames_in.with_label_values(&["close"]).inc();
-                        let code = f.as_ref().map_or(1005, |f| u16::from(f.code));
-                        // tungstenite answers the close itself; flush that answer.
-                        let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
-                        break Ending { code, by: "client", reason: f.map(|f| f.reason.to_string()).unwrap_or_default() };
-                    }
-                    Some(Ok(Message::Ping(_))) => ep.metrics.ws.frames_in.with_label_values(&["ping"]).inc(),
-                    Some(Ok(Message::Pong(_))) => ep.metrics.ws.frames_in.with_label_values(&["pong"]).inc(),
-                    Some(Ok(Message::Frame(_))) => {}
-                    Some(Ok(m)) => {
-                        frames_in += 1;
-                        let kind = if m.is_text() { "text" } else { "binary" };
-                        ep.metrics.ws.frames_in.with_label_values(&[kind]).inc();
-                        if let Err(e) = inbound::handle(&ep, &conn, &mut ws, m).await {
+                out = rx.recv() => match out {
+                    Some(Outbound::Frame(m)) => {
+                        if let Err(e) = send(&ep, &mut ws, m, route.send_timeout).await {
                             break Ending { code: 1006, by: "server", reason: e.into() };
+                        }
+                        frames_out += 1;
+                    }
+                    Some(Outbound::Close(code, reason)) => break Ending::server(code, &reason),
+                    None => break Ending::server(1011, "hub closed"),
+                },
+                frame = ws.next() => {
+                    last_heard = Instant::now();
+                    match frame {
+                        None => break Ending { code: 1006, by: "client", reason: "connection dropped".into() },
+                        Some(Err(e)) => break read_error(&e),
+                        Some(Ok(Message::Close(f))) => {
+                            ep.metrics.ws.frames_in.with_label_values(&["close"]).inc();
+                            let code = f.as_ref().map_or(1005, |f| u16::from(f.code));
+                            // tungstenite answers the close itself; flush that answer.
+                            let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+                            break Ending { code, by: "client", reason: f.map(|f| f.reason.to_string()).unwrap_or_default() };
+                        }
+                        Some(Ok(Message::Ping(_))) => ep.metrics.ws.frames_in.with_label_values(&["ping"]).inc(),
+                        Some(Ok(Message::Pong(_))) => ep.metrics.ws.frames_in.with_label_values(&["pong"]).inc(),
+                        Some(Ok(Message::Frame(_))) => {}
+                        Some(Ok(m)) => {
+                            frames_in += 1;
+                            let kind = if m.is_text() { "text" } else { "binary" };
+                            ep.metrics.ws.frames_in.with_label_values(&[kind]).inc();
+                            let handled = match &route.protocol {
+                                Protocol::Channels => inbound::handle(&ep, &conn, &mut ws, m).await,
+                                Protocol::Awx => protocols::awx::handle(&ep, &conn, &mut ws, &member, &mut subs, m).await,
+                                Protocol::AmqpBridge(_) => {
+                                    protocols::bridge::handle(&ep, &conn, m).await;
+                                    Ok(())
+                                }
+                            };
+                            if let Err(e) = handled {
+                                break Ending { code: 1006, by: "server", reason: e.into() };
+                            }
                         }
                     }
                 }
@@ -171,9 +205,14 @@ pub(super) async fn run(ep: Arc<Endpoint>, conn: Conn, mut ws: Ws) {
     for g in &conn.groups {
         ep.hub.leave(g, member.id);
     }
+    subs.leave_all(&ep, &member);
     ep.hub.unregister_channel(&conn.channel);
     open.dec();
-    ep.metrics.ws.closes.with_label_values(&[&ending.code.to_string()]).inc();
+    ep.metrics
+        .ws
+        .closes
+        .with_label_values(&[&ending.code.to_string()])
+        .inc();
     tracing::info!(
         target: "access",
         route = %route_label,

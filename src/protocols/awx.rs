@@ -1,0 +1,156 @@
+//! The AWX / Tower subscription protocol (`protocol = "awx"`), as awx/main/consumers.py
+//! speaks it: after the 101 the server sends `{"accept": true, "user": <id>}`; the client
+//! sends `{"groups": {"jobs": ["status_changed"], "job_events": [12]}, "xrftoken": ...}`,
+//! which REPLACES its subscriptions (list entry `v` of key `k` is group `k-v`), and gets
+//! `{"groups_current", "groups_left", "groups_joined"}` back. Refusals use AWX's words.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::Subscriptions;
+use crate::hub::{check_group_name, Member};
+use crate::ws::session::{send, Ws};
+use crate::ws::{Conn, Endpoint};
+
+const DENIED: &str = "access denied to channel";
+
+/// The first message: `{"accept": true, "user": <id>}` (a number when the id is one).
+pub async fn on_open(ep: &Endpoint, conn: &Conn, ws: &mut Ws) -> Result<(), &'static str> {
+    let user = match conn.user.as_deref() {
+        Some(u) => u
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(u)),
+        None => Value::Null,
+    };
+    send_json(ep, conn, ws, json!({"accept": true, "user": user})).await
+}
+
+async fn send_json(ep: &Endpoint, conn: &Conn, ws: &mut Ws, v: Value) -> Result<(), &'static str> {
+    send(
+        ep,
+        ws,
+        Message::Text(v.to_string().into()),
+        conn.route.send_timeout,
+    )
+    .await
+}
+
+/// The group name AWX forms from a key and a list entry: `format('{}-{}', key, oid)`.
+fn group_name(key: &str, oid: &Value) -> String {
+    match oid {
+        Value::String(s) => format!("{key}-{s}"),
+        Value::Bool(b) => format!("{key}-{}", if *b { "True" } else { "False" }),
+        Value::Null => format!("{key}-None"),
+        other => format!("{key}-{other}"),
+    }
+}
+
+fn oid_text(oid: &Value) -> String {
+    match oid {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn count(ep: &Endpoint, outcome: &str) {
+    ep.metrics
+        .ws
+        .inbound
+        .with_label_values(&["awx", outcome])
+        .inc();
+}
+
+/// One client message.
+pub async fn handle(
+    ep: &Endpoint,
+    conn: &Conn,
+    ws: &mut Ws,
+    member: &Member,
+    subs: &mut Subscriptions,
+    msg: Message,
+) -> Result<(), &'static str> {
+    let Message::Text(text) = msg else {
+        count(ep, "ignored");
+        return Ok(());
+    };
+    let data: Value = match serde_json::from_str(&text) {
+        Ok(Value::Object(o)) => Value::Object(o),
+        _ => {
+            count(ep, "ignored");
+            return Ok(());
+        }
+    };
+    let xrf_ok = match (
+        data.get("xrftoken").and_then(Value::as_str),
+        conn.csrftoken.as_deref(),
+    ) {
+        (Some(given), Some(expected)) => !given.is_empty() && given == expected,
+        _ => false,
+    };
+    if !xrf_ok {
+        count(ep, "xrf_mismatch");
+        return send_json(ep, conn, ws, json!({"error": DENIED})).await;
+    }
+    let Some(groups) = data.get("groups") else {
+        count(ep, "ok");
+        return Ok(());
+    };
+    let Some(groups) = groups.as_object() else {
+        count(ep, "bad_request");
+        return send_json(ep, conn, ws, json!({"error": DENIED})).await;
+    };
+    if groups.values().any(|v| !v.is_array()) {
+        // AWX refuses the whole message when a value is not a list.
+        count(ep, "bad_request");
+        return send_json(ep, conn, ws, json!({"error": DENIED})).await;
+    }
+    let mut wanted = BTreeSet::new();
+    for (key, oids) in groups {
+        for oid in oids.as_array().into_iter().flatten() {
+            let name = group_name(key, oid);
+            let allowed = check_group_name(&name).is_ok() && subs.authorized(ep, conn, &name).await;
+            if allowed {
+                wanted.insert(name);
+            } else {
+                count(ep, "denied");
+                let error = format!("{DENIED} {key} for resource id {}", oid_text(oid));
+                send_json(ep, conn, ws, json!({ "error": error })).await?;
+            }
+        }
+    }
+    let limit = conn.route.max_groups;
+    if wanted.len() > limit {
+        count(ep, "too_many_groups");
+        let error = format!("{DENIED}: at most {limit} groups per connection");
+        return send_json(ep, conn, ws, json!({ "error": error })).await;
+    }
+    let (left, joined) = subs.replace(ep, member, wanted);
+    count(ep, "ok");
+    let current: Vec<&String> = subs.dynamic.iter().collect();
+    send_json(
+        ep,
+        conn,
+        ws,
+        json!({"groups_current": current, "groups_left": left, "groups_joined": joined}),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_groups_like_awx() {
+        assert_eq!(
+            group_name("jobs", &json!("status_changed")),
+            "jobs-status_changed"
+        );
+        assert_eq!(group_name("job_events", &json!(12)), "job_events-12");
+        assert_eq!(oid_text(&json!(13)), "13");
+        assert_eq!(group_name("x", &json!(true)), "x-True");
+    }
+}
