@@ -15,18 +15,28 @@ use tokio_tungstenite::WebSocketStream;
 type Ws = WebSocketStream<TcpStream>;
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 async fn connect(addr: &str, path: &str) -> Ws {
     let req = format!("ws://{addr}{path}").into_client_request().unwrap();
     let stream = TcpStream::connect(addr).await.unwrap();
-    tokio_tungstenite::client_async(req, stream).await.unwrap().0
+    tokio_tungstenite::client_async(req, stream)
+        .await
+        .unwrap()
+        .0
 }
 
 async fn next_text(ws: &mut Ws) -> String {
     loop {
-        match tokio::time::timeout(Duration::from_secs(15), ws.next()).await.expect("a message within 15s") {
+        match tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("a message within 15s")
+        {
             Some(Ok(Message::Text(t))) => return t.to_string(),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             other => panic!("expected a text message, got {other:?}"),
@@ -40,11 +50,21 @@ async fn quiet(ws: &mut Ws) {
     }
 }
 
-const ROUTES: &str = "[broker]\nkind = \"amqp\"\n\n[[ws]]\npath = \"/ws/{g}/\"\ngroups = [\"{g}\"]\n";
+const ROUTES: &str =
+    "[broker]\nkind = \"amqp\"\n\n[[ws]]\npath = \"/ws/{g}/\"\ngroups = [\"{g}\"]\n";
 
 fn start(dir: &std::path::Path, app: &Gunicorn) -> Channelgate {
-    let cg = Channelgate::start(dir, "", &format!("[upstream]\nservers = [\"{}\"]\n{ROUTES}", app.bind.config_addr()));
-    wait_for("broker connected", Duration::from_secs(20), || cg.metric("channelgate_broker_up") == 1.0);
+    let cg = Channelgate::start(
+        dir,
+        "",
+        &format!(
+            "[upstream]\nservers = [\"{}\"]\n{ROUTES}",
+            app.bind.config_addr()
+        ),
+    );
+    wait_for("broker connected", Duration::from_secs(20), || {
+        cg.metric("channelgate_broker_up") == 1.0
+    });
     cg
 }
 
@@ -56,7 +76,10 @@ fn wait_bound(cg: &Channelgate, n: f64) {
 
 fn publish_admin(cg: &Channelgate, group: &str, text: &str) -> u16 {
     client()
-        .post(format!("http://127.0.0.1:{}/publish/{group}", cg.admin_port))
+        .post(format!(
+            "http://127.0.0.1:{}/publish/{group}",
+            cg.admin_port
+        ))
         .header("content-type", "application/json")
         .body(serde_json::json!({"type": "chat.message", "text": text}).to_string())
         .send()
@@ -83,7 +106,12 @@ fn pika_publisher_reaches_group_members_only() {
     });
     wait_bound(&cg, 2.0);
     amqp_publish(&["--group", &g1, "--text", "from celery"]);
-    amqp_publish(&["--group", &g1, "--json", r#"{"type": "x.y", "text": "from json"}"#]);
+    amqp_publish(&[
+        "--group",
+        &g1,
+        "--json",
+        r#"{"type": "x.y", "text": "from json"}"#,
+    ]);
     rt.block_on(async {
         assert_eq!(next_text(&mut a).await, "from celery");
         assert_eq!(next_text(&mut b).await, "from celery");
@@ -114,7 +142,10 @@ fn two_instances_share_groups_exactly_once() {
     let g = unique("shared");
     let rt = rt();
     let (mut a, mut b) = rt.block_on(async {
-        (connect(&one.addr(), &format!("/ws/{g}/")).await, connect(&two.addr(), &format!("/ws/{g}/")).await)
+        (
+            connect(&one.addr(), &format!("/ws/{g}/")).await,
+            connect(&two.addr(), &format!("/ws/{g}/")).await,
+        )
     });
     wait_bound(&one, 1.0);
     wait_bound(&two, 1.0);
@@ -147,17 +178,30 @@ fn garbage_on_the_queue_is_counted_and_survived() {
     amqp_publish(&["--group", &g, "--raw-hex", "810102"]); // map with an int key
     amqp_publish(&["--group", &g, "--raw-hex", "81a474797065a3782e79"]); // {"type": "x.y"}, no target
     amqp_publish(&["--group", &g, "--raw-size", "10485760"]); // 10 MiB
-    amqp_publish(&["--group", &g, "--raw-hex", "5b315d", "--content-type", "application/json"]); // JSON [1]
+    amqp_publish(&[
+        "--group",
+        &g,
+        "--raw-hex",
+        "5b315d",
+        "--content-type",
+        "application/json",
+    ]); // JSON [1]
     amqp_publish(&["--group", &g, "--text", "still alive"]);
     assert_eq!(rt.block_on(next_text(&mut ws)), "still alive");
     for kind in ["not_msgpack", "not_a_map", "non_string_key", "no_target"] {
         assert!(
-            cg.metric(&format!("channelgate_broker_decode_failures_total{{kind=\"{kind}\"}}")) >= 1.0,
+            cg.metric(&format!(
+                "channelgate_broker_decode_failures_total{{kind=\"{kind}\"}}"
+            )) >= 1.0,
             "{kind} counted"
         );
     }
     let log = cg.proc.output();
-    assert_eq!(log.matches("kind=not_msgpack").count(), 1, "each kind is logged once:\n{log}");
+    assert_eq!(
+        log.matches("kind=not_msgpack").count(),
+        1,
+        "each kind is logged once:\n{log}"
+    );
 }
 
 #[test]
@@ -170,15 +214,25 @@ fn daphne_consumers_and_channelgate_clients_share_a_group() {
     let cg = start(dir.path(), &app);
     let daphne_port = free_port();
     let mut cmd = std::process::Command::new(venv_bin("daphne"));
-    cmd.current_dir(repo().join("tests/daphne_app"))
-        .args(["-b", "127.0.0.1", "-p", &daphne_port.to_string(), "daphneapp.asgi:application"]);
+    cmd.current_dir(repo().join("tests/daphne_app")).args([
+        "-b",
+        "127.0.0.1",
+        "-p",
+        &daphne_port.to_string(),
+        "daphneapp.asgi:application",
+    ]);
     let _daphne = Proc::spawn("daphne", &mut cmd, dir.path());
     let daphne_addr = format!("127.0.0.1:{daphne_port}");
-    wait_for("daphne", Duration::from_secs(30), || std::net::TcpStream::connect(&daphne_addr).is_ok());
+    wait_for("daphne", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(&daphne_addr).is_ok()
+    });
     let g = unique("mixed");
     let rt = rt();
     let (mut on_daphne, mut on_cg) = rt.block_on(async {
-        (connect(&daphne_addr, &format!("/ws/{g}/")).await, connect(&cg.addr(), &format!("/ws/{g}/")).await)
+        (
+            connect(&daphne_addr, &format!("/ws/{g}/")).await,
+            connect(&cg.addr(), &format!("/ws/{g}/")).await,
+        )
     });
     wait_bound(&cg, 1.0);
     // The daphne consumer binds its queue in group_add before accept(); connected means bound.
@@ -187,7 +241,10 @@ fn daphne_consumers_and_channelgate_clients_share_a_group() {
         assert_eq!(next_text(&mut on_daphne).await, "from channelgate");
         assert_eq!(next_text(&mut on_cg).await, "from channelgate");
         // group_send from the daphne side (channels_rabbitmq) reaches the channelgate client.
-        on_daphne.send(Message::Text("send:from daphne".into())).await.unwrap();
+        on_daphne
+            .send(Message::Text("send:from daphne".into()))
+            .await
+            .unwrap();
         assert_eq!(next_text(&mut on_cg).await, "from daphne");
         assert_eq!(next_text(&mut on_daphne).await, "from daphne");
     });

@@ -13,8 +13,15 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 fn rabbitmqctl(arg: &str) {
-    let out = Command::new("rabbitmqctl").arg(arg).output().expect("run rabbitmqctl");
-    assert!(out.status.success(), "rabbitmqctl {arg}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("rabbitmqctl")
+        .arg(arg)
+        .output()
+        .expect("run rabbitmqctl");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {arg}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Starts the app again even when the test fails half-way.
@@ -41,11 +48,19 @@ fn clients_stay_connected_through_a_broker_outage_and_delivery_resumes() {
             app.bind.config_addr()
         ),
     );
-    wait_for("broker connected", Duration::from_secs(20), || cg.metric("channelgate_broker_up") == 1.0);
+    wait_for("broker connected", Duration::from_secs(20), || {
+        cg.metric("channelgate_broker_up") == 1.0
+    });
     let g = unique("outage");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut ws = rt.block_on(async {
-        let req = format!("ws://{}/ws/{g}/", cg.addr()).into_client_request().unwrap();
+        let req = format!("ws://{}/ws/{g}/", cg.addr())
+            .into_client_request()
+            .unwrap();
         let s = tokio::net::TcpStream::connect(cg.addr()).await.unwrap();
         tokio_tungstenite::client_async(req, s).await.unwrap().0
     });
@@ -69,18 +84,26 @@ fn clients_stay_connected_through_a_broker_outage_and_delivery_resumes() {
 
     let _restart = Restart;
     rabbitmqctl("stop_app");
-    wait_for("readyz 503", Duration::from_secs(30), || cg.admin("/readyz").0 == 503);
+    wait_for("readyz 503", Duration::from_secs(30), || {
+        cg.admin("/readyz").0 == 503
+    });
     assert_eq!(cg.metric("channelgate_broker_up"), 0.0);
     let r = client()
         .post(format!("http://127.0.0.1:{}/publish/{g}", cg.admin_port))
         .body("while down")
         .send()
         .unwrap();
-    assert_eq!(r.status(), 503, "publishing while the broker is down says so");
+    assert_eq!(
+        r.status(),
+        503,
+        "publishing while the broker is down says so"
+    );
     std::thread::sleep(Duration::from_secs(3)); // several ping periods: the socket stays up
 
     rabbitmqctl("start_app");
-    wait_for("reconnected", Duration::from_secs(60), || cg.metric("channelgate_broker_up") == 1.0);
+    wait_for("reconnected", Duration::from_secs(60), || {
+        cg.metric("channelgate_broker_up") == 1.0
+    });
     wait_for("bindings replayed", Duration::from_secs(20), || {
         cg.metric("channelgate_broker_bindings_total{op=\"bind\",outcome=\"ok\"}") >= 2.0
     });
@@ -88,7 +111,10 @@ fn clients_stay_connected_through_a_broker_outage_and_delivery_resumes() {
     assert!(cg.metric("channelgate_broker_reconnects_total") >= 1.0);
     amqp_publish(&["--group", &g, "--text", "after recovery"]);
     let got = rt.block_on(async { tokio::time::timeout(Duration::from_secs(15), rx.recv()).await });
-    assert_eq!(got.expect("a message after recovery").as_deref(), Some("after recovery"));
+    assert_eq!(
+        got.expect("a message after recovery").as_deref(),
+        Some("after recovery")
+    );
     assert!(!reader.is_finished(), "the client stayed connected");
     reader.abort();
 }

@@ -10,7 +10,10 @@ use common::*;
 use serde_json::Value;
 
 fn upstream_block(servers: &[&Bind], extra: &str) -> String {
-    let list: Vec<String> = servers.iter().map(|b| format!("\"{}\"", b.config_addr())).collect();
+    let list: Vec<String> = servers
+        .iter()
+        .map(|b| format!("\"{}\"", b.config_addr()))
+        .collect();
     format!("[upstream]\nservers = [{}]\n{extra}\n", list.join(", "))
 }
 
@@ -34,28 +37,47 @@ fn forwards_headers_and_request_id() {
     assert_eq!(j["query"], "x=1&y=2");
     assert_eq!(h["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
-    assert_eq!(h["host"], format!("127.0.0.1:{}", cg.port), "Host is preserved");
+    assert_eq!(
+        h["host"],
+        format!("127.0.0.1:{}", cg.port),
+        "Host is preserved"
+    );
     assert_eq!(h["x-forwarded-host"], format!("127.0.0.1:{}", cg.port));
     assert_eq!(h["x-request-id"], rid.as_str());
     assert_eq!(rid.len(), 32);
 
-    let r = c.post(cg.url("/headers/")).header("X-Request-Id", "trace-me-42").body("abc").send().unwrap();
+    let r = c
+        .post(cg.url("/headers/"))
+        .header("X-Request-Id", "trace-me-42")
+        .body("abc")
+        .send()
+        .unwrap();
     assert_eq!(r.headers()["x-request-id"], "trace-me-42");
     let j: Value = r.json().unwrap();
     assert_eq!(j["method"], "POST");
     assert_eq!(j["headers"]["x-request-id"], "trace-me-42");
 
     for method in ["PUT", "DELETE", "PATCH", "OPTIONS"] {
-        let r = c.request(method.parse().unwrap(), cg.url("/headers/")).send().unwrap();
+        let r = c
+            .request(method.parse().unwrap(), cg.url("/headers/"))
+            .send()
+            .unwrap();
         assert_eq!(r.json::<Value>().unwrap()["method"], method);
     }
     let r = c.head(cg.url("/headers/")).send().unwrap();
     assert_eq!(r.status(), 200);
 
-    assert!(cg.metric("channelgate_http_requests_total{method=\"GET\",status_class=\"2xx\"}") >= 1.0);
-    assert!(cg.metric("channelgate_http_requests_total{method=\"PUT\",status_class=\"2xx\"}") >= 1.0);
+    assert!(
+        cg.metric("channelgate_http_requests_total{method=\"GET\",status_class=\"2xx\"}") >= 1.0
+    );
+    assert!(
+        cg.metric("channelgate_http_requests_total{method=\"PUT\",status_class=\"2xx\"}") >= 1.0
+    );
     let out = cg.proc.output();
-    assert!(out.contains("request_id=trace-me-42"), "access log line carries the request id:\n{out}");
+    assert!(
+        out.contains("request_id=trace-me-42"),
+        "access log line carries the request id:\n{out}"
+    );
 }
 
 #[test]
@@ -69,10 +91,19 @@ fn unix_socket_upstream() {
         let j: Value = c.get(cg.url("/whoami/")).send().unwrap().json().unwrap();
         assert_eq!(j["name"], "unixapp");
     }
-    let r = c.put(cg.url("/upload/")).body(vec![7u8; 3 * 1024 * 1024]).send().unwrap();
+    let r = c
+        .put(cg.url("/upload/"))
+        .body(vec![7u8; 3 * 1024 * 1024])
+        .send()
+        .unwrap();
     assert_eq!(r.json::<Value>().unwrap()["bytes"], 3 * 1024 * 1024);
     assert_eq!(cg.admin("/readyz").0, 200);
-    assert!(cg.metric(&format!("channelgate_upstream_healthy{{server=\"{}\"}}", app.bind.config_addr())) == 1.0);
+    assert!(
+        cg.metric(&format!(
+            "channelgate_upstream_healthy{{server=\"{}\"}}",
+            app.bind.config_addr()
+        )) == 1.0
+    );
 }
 
 /// The test app's download pattern: a 64 KiB block of 0..=255 repeated.
@@ -92,7 +123,10 @@ impl Read for Generated {
         if self.left == 0 {
             return Ok(0);
         }
-        let n = buf.len().min(self.block.len() - self.pos).min(self.left as usize);
+        let n = buf
+            .len()
+            .min(self.block.len() - self.pos)
+            .min(self.left as usize);
         buf[..n].copy_from_slice(&self.block[self.pos..self.pos + n]);
         self.pos = (self.pos + n) % self.block.len();
         self.left -= n as u64;
@@ -105,17 +139,31 @@ fn streams_one_gibibyte_each_way_without_buffering() {
     const SIZE: u64 = 1 << 30;
     let dir = tempdir();
     let app = Gunicorn::start(dir.path(), "big", Bind::Tcp(free_port()));
-    let cg = Channelgate::start(dir.path(), "", &upstream_block(&[&app.bind], "read_timeout = \"120s\""));
+    let cg = Channelgate::start(
+        dir.path(),
+        "",
+        &upstream_block(&[&app.bind], "read_timeout = \"120s\""),
+    );
     let c = client();
 
     // Upload: the app hashes what it receives.
-    let body = reqwest::blocking::Body::sized(Generated { left: SIZE, block: pattern_block(), pos: 0 }, SIZE);
+    let body = reqwest::blocking::Body::sized(
+        Generated {
+            left: SIZE,
+            block: pattern_block(),
+            pos: 0,
+        },
+        SIZE,
+    );
     let r = c.post(cg.url("/upload/")).body(body).send().unwrap();
     let j: Value = r.json().unwrap();
     assert_eq!(j["bytes"], SIZE);
 
     // Download: compare with the pattern as it arrives.
-    let mut r = c.get(cg.url(&format!("/download/?bytes={SIZE}"))).send().unwrap();
+    let mut r = c
+        .get(cg.url(&format!("/download/?bytes={SIZE}")))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     let block = pattern_block();
     let (mut got, mut buf) = (0u64, vec![0u8; 256 * 1024]);
@@ -125,14 +173,22 @@ fn streams_one_gibibyte_each_way_without_buffering() {
             break;
         }
         for (i, b) in buf[..n].iter().enumerate() {
-            assert_eq!(*b, block[((got + i as u64) % 65536) as usize], "byte {} differs", got + i as u64);
+            assert_eq!(
+                *b,
+                block[((got + i as u64) % 65536) as usize],
+                "byte {} differs",
+                got + i as u64
+            );
         }
         got += n as u64;
     }
     assert_eq!(got, SIZE);
 
     let peak = cg.proc.peak_rss_kib();
-    assert!(peak < 128 * 1024, "channelgate peaked at {peak} KiB while moving 2 GiB: it buffers bodies");
+    assert!(
+        peak < 128 * 1024,
+        "channelgate peaked at {peak} KiB while moving 2 GiB: it buffers bodies"
+    );
 }
 
 #[test]
@@ -143,14 +199,20 @@ fn upstream_refusing_gives_502_and_slow_gives_504() {
     let cg = Channelgate::start(
         dir.path(),
         "",
-        &upstream_block(&[&app.bind], "read_timeout = \"1s\"\nhealth_check = { interval = \"1h\" }"),
+        &upstream_block(
+            &[&app.bind],
+            "read_timeout = \"1s\"\nhealth_check = { interval = \"1h\" }",
+        ),
     );
     let c = client();
     let r = c.get(cg.url("/slow/?seconds=3")).send().unwrap();
     assert_eq!(r.status(), 504);
     assert!(r.headers().contains_key("x-request-id"));
     assert_eq!(r.text().unwrap(), "504 Gateway Timeout\n");
-    assert_eq!(cg.metric("channelgate_upstream_errors_total{kind=\"read_timeout\"}"), 1.0);
+    assert_eq!(
+        cg.metric("channelgate_upstream_errors_total{kind=\"read_timeout\"}"),
+        1.0
+    );
 
     app.proc.signal_group("KILL");
     app.proc.wait_exit(Duration::from_secs(10));
@@ -162,16 +224,26 @@ fn upstream_refusing_gives_502_and_slow_gives_504() {
     // fresh connect is refused.
     let refused = cg.metric("channelgate_upstream_errors_total{kind=\"connect_refused\"}");
     let closed = cg.metric("channelgate_upstream_errors_total{kind=\"upstream_closed\"}");
-    assert!(refused + closed >= 1.0, "refused {refused}, closed {closed}");
+    assert!(
+        refused + closed >= 1.0,
+        "refused {refused}, closed {closed}"
+    );
 }
 
 #[test]
 fn no_healthy_upstream_gives_503_and_readyz_fails() {
     let dir = tempdir();
     let dead = Bind::Tcp(free_port());
-    let cg = Channelgate::start(dir.path(), "", &upstream_block(&[&dead], "health_check = { interval = \"200ms\" }"));
+    let cg = Channelgate::start(
+        dir.path(),
+        "",
+        &upstream_block(&[&dead], "health_check = { interval = \"200ms\" }"),
+    );
     wait_for("ejection", Duration::from_secs(10), || {
-        cg.metric(&format!("channelgate_upstream_healthy{{server=\"{}\"}}", dead.config_addr())) == 0.0
+        cg.metric(&format!(
+            "channelgate_upstream_healthy{{server=\"{}\"}}",
+            dead.config_addr()
+        )) == 0.0
     });
     let r = client().get(cg.url("/")).send().unwrap();
     assert_eq!(r.status(), 503);
@@ -179,7 +251,10 @@ fn no_healthy_upstream_gives_503_and_readyz_fails() {
     let (status, body) = cg.admin("/readyz");
     assert_eq!(status, 503, "{body}");
     assert_eq!(cg.admin("/healthz").0, 200, "the process itself is alive");
-    assert_eq!(cg.metric("channelgate_upstream_errors_total{kind=\"no_healthy_upstream\"}"), 1.0);
+    assert_eq!(
+        cg.metric("channelgate_upstream_errors_total{kind=\"no_healthy_upstream\"}"),
+        1.0
+    );
 }
 
 #[test]
@@ -190,7 +265,10 @@ fn connect_failure_retried_once_for_idempotent_requests_only() {
     let cg = Channelgate::start(
         dir.path(),
         "",
-        &upstream_block(&[&alive.bind, &dead.bind], "health_check = { interval = \"1h\" }"),
+        &upstream_block(
+            &[&alive.bind, &dead.bind],
+            "health_check = { interval = \"1h\" }",
+        ),
     );
     dead.proc.signal_group("KILL");
     dead.proc.wait_exit(Duration::from_secs(10));
@@ -202,9 +280,19 @@ fn connect_failure_retried_once_for_idempotent_requests_only() {
     }
     assert!(cg.metric("channelgate_upstream_retries_total") >= 1.0);
     let statuses: Vec<u16> = (0..6)
-        .map(|_| c.post(cg.url("/headers/")).body("x").send().unwrap().status().as_u16())
+        .map(|_| {
+            c.post(cg.url("/headers/"))
+                .body("x")
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
         .collect();
-    assert!(statuses.contains(&502), "a POST that met the dead server is not retried: {statuses:?}");
+    assert!(
+        statuses.contains(&502),
+        "a POST that met the dead server is not retried: {statuses:?}"
+    );
     assert!(statuses.contains(&200), "{statuses:?}");
 }
 
@@ -216,26 +304,54 @@ fn health_checks_eject_and_restore_servers() {
     let cg = Channelgate::start(
         dir.path(),
         "",
-        &upstream_block(&[&a.bind, &b.bind], "health_check = { path = \"/healthz\", interval = \"200ms\", timeout = \"1s\" }"),
+        &upstream_block(
+            &[&a.bind, &b.bind],
+            "health_check = { path = \"/healthz\", interval = \"200ms\", timeout = \"1s\" }",
+        ),
     );
     let c = client();
     let names = |n: usize| -> Vec<String> {
         (0..n)
-            .map(|_| c.get(cg.url("/whoami/")).send().unwrap().json::<Value>().unwrap()["name"].as_str().unwrap().to_string())
+            .map(|_| {
+                c.get(cg.url("/whoami/"))
+                    .send()
+                    .unwrap()
+                    .json::<Value>()
+                    .unwrap()["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect()
     };
     let seen = names(6);
-    assert!(seen.contains(&"a".into()) && seen.contains(&"b".into()), "round robin: {seen:?}");
+    assert!(
+        seen.contains(&"a".into()) && seen.contains(&"b".into()),
+        "round robin: {seen:?}"
+    );
 
-    let a_gauge = format!("channelgate_upstream_healthy{{server=\"{}\"}}", a.bind.config_addr());
+    let a_gauge = format!(
+        "channelgate_upstream_healthy{{server=\"{}\"}}",
+        a.bind.config_addr()
+    );
     a.set_healthy(false);
-    wait_for("a ejected", Duration::from_secs(10), || cg.metric(&a_gauge) == 0.0);
-    assert!(names(6).iter().all(|n| n == "b"), "ejected server gets no traffic");
+    wait_for("a ejected", Duration::from_secs(10), || {
+        cg.metric(&a_gauge) == 0.0
+    });
+    assert!(
+        names(6).iter().all(|n| n == "b"),
+        "ejected server gets no traffic"
+    );
     assert_eq!(cg.admin("/readyz").0, 200);
 
     a.set_healthy(true);
-    wait_for("a restored", Duration::from_secs(10), || cg.metric(&a_gauge) == 1.0);
-    assert!(names(6).contains(&"a".into()), "restored server is back in rotation");
+    wait_for("a restored", Duration::from_secs(10), || {
+        cg.metric(&a_gauge) == 1.0
+    });
+    assert!(
+        names(6).contains(&"a".into()),
+        "restored server is back in rotation"
+    );
 }
 
 #[test]
@@ -255,8 +371,14 @@ fn check_reports_errors_with_key_and_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("3 errors"), "{err}");
-    assert!(err.contains("line 3, column 1: server.lisen: unknown key; did you mean `listen`?"), "{err}");
-    assert!(err.contains("line 4, column 1: server.grace_period: `soon` is not a duration"), "{err}");
+    assert!(
+        err.contains("line 3, column 1: server.lisen: unknown key; did you mean `listen`?"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 4, column 1: server.grace_period: `soon` is not a duration"),
+        "{err}"
+    );
     assert!(err.contains("line 8, column 1: upstream.conect_timeout: unknown key; did you mean `connect_timeout`?"), "{err}");
 
     let good = repo().join("conf/channelgate.toml");
@@ -265,7 +387,11 @@ fn check_reports_errors_with_key_and_line() {
         .arg(&good)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("listeners:   127.0.0.1:8000"), "{text}");
     assert!(text.contains("- 127.0.0.1:8050"), "{text}");
@@ -275,13 +401,19 @@ fn check_reports_errors_with_key_and_line() {
 fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
     let dir = tempdir();
     let app = Gunicorn::start(dir.path(), "slow", Bind::Tcp(free_port()));
-    let mut cg = Channelgate::start(dir.path(), "grace_period = \"20s\"", &upstream_block(&[&app.bind], ""));
+    let mut cg = Channelgate::start(
+        dir.path(),
+        "grace_period = \"20s\"",
+        &upstream_block(&[&app.bind], ""),
+    );
     let url = cg.url("/slow/?seconds=2");
     let inflight = std::thread::spawn(move || {
         let r = client().get(url).send().unwrap();
         (r.status().as_u16(), r.text().unwrap())
     });
-    wait_for("request in flight", Duration::from_secs(10), || cg.metric("channelgate_http_requests_in_flight") == 1.0);
+    wait_for("request in flight", Duration::from_secs(10), || {
+        cg.metric("channelgate_http_requests_in_flight") == 1.0
+    });
     cg.proc.signal("TERM");
     let (status, body) = inflight.join().unwrap();
     assert_eq!(status, 200, "{body}");
@@ -304,23 +436,44 @@ fn zero_downtime_upgrade_hands_over_the_listener() {
     let dir = tempdir();
     let app = Gunicorn::start(dir.path(), "up", Bind::Tcp(free_port()));
     let mut old = Channelgate::start(dir.path(), "", &upstream_block(&[&app.bind], ""));
-    assert_eq!(client().get(old.url("/whoami/")).send().unwrap().status(), 200);
+    assert_eq!(
+        client().get(old.url("/whoami/")).send().unwrap().status(),
+        200
+    );
 
     // The new instance waits on the upgrade socket for the old one's listeners.
-    let mut new = Channelgate::start_with(dir.path(), old.config.clone(), old.port, old.admin_port, true);
-    wait_for("new instance waiting on the upgrade socket", Duration::from_secs(10), || {
-        std::fs::read_to_string(&old.config)
-            .ok()
-            .and_then(|t| t.lines().find(|l| l.starts_with("upgrade_sock")).map(|l| l.split('"').nth(1).unwrap_or("").to_string()))
-            .is_some_and(|p| std::path::Path::new(&p).exists())
-    });
+    let mut new = Channelgate::start_with(
+        dir.path(),
+        old.config.clone(),
+        old.port,
+        old.admin_port,
+        true,
+    );
+    wait_for(
+        "new instance waiting on the upgrade socket",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&old.config)
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .find(|l| l.starts_with("upgrade_sock"))
+                        .map(|l| l.split('"').nth(1).unwrap_or("").to_string())
+                })
+                .is_some_and(|p| std::path::Path::new(&p).exists())
+        },
+    );
     old.proc.signal("QUIT");
     new.wait_ready();
     let exit = old.proc.wait_exit(Duration::from_secs(30));
     assert!(exit.success(), "old instance exits 0: {exit:?}");
     assert!(new.proc.is_running());
     for _ in 0..5 {
-        assert_eq!(client().get(old.url("/whoami/")).send().unwrap().status(), 200, "served by the new instance");
+        assert_eq!(
+            client().get(old.url("/whoami/")).send().unwrap().status(),
+            200,
+            "served by the new instance"
+        );
     }
 }
 
@@ -358,9 +511,12 @@ fn read_head(s: &mut TcpStream) -> String {
 fn echo_server(dir: &std::path::Path) -> (Proc, u16) {
     let port = free_port();
     let mut cmd = std::process::Command::new(venv_bin("python"));
-    cmd.arg(repo().join("tests/peers/ws_echo_server.py")).args(["--port", &port.to_string()]);
+    cmd.arg(repo().join("tests/peers/ws_echo_server.py"))
+        .args(["--port", &port.to_string()]);
     let p = Proc::spawn("ws-echo", &mut cmd, dir);
-    wait_for("echo server READY", Duration::from_secs(20), || p.output().contains("READY"));
+    wait_for("echo server READY", Duration::from_secs(20), || {
+        p.output().contains("READY")
+    });
     (p, port)
 }
 
@@ -387,14 +543,22 @@ fn websocket_upgrades_pass_through_to_the_upstream() {
         s.write_all(&req).unwrap();
         let head = read_head(&mut s);
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        assert!(head.to_ascii_lowercase().contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+            "{head}"
+        );
         if early {
             assert_eq!(read_text(&mut s), format!("early {i}"));
         }
-        s.write_all(&masked_text(format!("hello {i}").as_bytes())).unwrap();
+        s.write_all(&masked_text(format!("hello {i}").as_bytes()))
+            .unwrap();
         assert_eq!(read_text(&mut s), format!("hello {i}"));
     }
-    assert_eq!(cg.metric("channelgate_upgrade_passthrough_total{outcome=\"upgraded\"}"), 60.0);
+    assert_eq!(
+        cg.metric("channelgate_upgrade_passthrough_total{outcome=\"upgraded\"}"),
+        60.0
+    );
 
     // A real client library on top.
     let out = std::process::Command::new(venv_bin("python"))
@@ -404,8 +568,15 @@ fn websocket_upgrades_pass_through_to_the_upstream() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("\"one\"") && text.contains("\"two\""), "{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("\"one\"") && text.contains("\"two\""),
+        "{text}"
+    );
 
     // Plain requests to the same upstream still work on the same listener.
     let r = http_get_raw(&cg.addr(), "/plain").unwrap();
@@ -422,5 +593,8 @@ fn refused_upgrade_is_relayed_as_a_normal_response() {
     s.write_all(b"GET /status/403/ HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
     let head = read_head(&mut s);
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
-    assert_eq!(cg.metric("channelgate_upgrade_passthrough_total{outcome=\"refused\"}"), 1.0);
+    assert_eq!(
+        cg.metric("channelgate_upgrade_passthrough_total{outcome=\"refused\"}"),
+        1.0
+    );
 }

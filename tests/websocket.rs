@@ -16,7 +16,11 @@ use tokio_tungstenite::WebSocketStream;
 type Ws = WebSocketStream<TcpStream>;
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 async fn connect(addr: &str, path: &str, headers: &[(&str, &str)]) -> Result<Ws, WsError> {
@@ -40,7 +44,10 @@ fn refused_status(r: Result<Ws, WsError>) -> u16 {
 /// The next text message, skipping pings.
 async fn next_text(ws: &mut Ws) -> String {
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a message within 10s") {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10s")
+        {
             Some(Ok(Message::Text(t))) => return t.to_string(),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             other => panic!("expected a text message, got {other:?}"),
@@ -51,7 +58,10 @@ async fn next_text(ws: &mut Ws) -> String {
 /// The close code the server sends.
 async fn close_code(ws: &mut Ws) -> u16 {
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a close within 10s") {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a close within 10s")
+        {
             Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
             Some(Ok(Message::Close(None))) => return 1005,
             Some(Ok(_)) => continue,
@@ -79,15 +89,30 @@ fn setup(routes: &str) -> Setup {
     let dir = tempdir();
     let ports = (free_port(), free_port());
     let admin = format!("http://127.0.0.1:{}", ports.1);
-    let app = Gunicorn::start_with_env(dir.path(), "app", Bind::Tcp(free_port()), &[("CHANNELGATE_ADMIN", admin)]);
-    let body = format!("[upstream]\nservers = [\"{}\"]\n\n{routes}", app.bind.config_addr());
+    let app = Gunicorn::start_with_env(
+        dir.path(),
+        "app",
+        Bind::Tcp(free_port()),
+        &[("CHANNELGATE_ADMIN", admin)],
+    );
+    let body = format!(
+        "[upstream]\nservers = [\"{}\"]\n\n{routes}",
+        app.bind.config_addr()
+    );
     let cg = Channelgate::start_on(dir.path(), ports, "", &body);
-    Setup { _dir: dir, _app: app, cg }
+    Setup {
+        _dir: dir,
+        _app: app,
+        cg,
+    }
 }
 
 fn publish(cg: &Channelgate, group: &str, body: &str, content_type: &str) -> (u16, Value) {
     let r = client()
-        .post(format!("http://127.0.0.1:{}/publish/{group}", cg.admin_port))
+        .post(format!(
+            "http://127.0.0.1:{}/publish/{group}",
+            cg.admin_port
+        ))
         .header("content-type", content_type)
         .body(body.to_string())
         .send()
@@ -109,7 +134,10 @@ fn login(cg: &Channelgate, user: &str) -> String {
         .iter()
         .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())
         .collect();
-    assert!(cookies.iter().any(|c| c.starts_with("sessionid=")), "{cookies:?}");
+    assert!(
+        cookies.iter().any(|c| c.starts_with("sessionid=")),
+        "{cookies:?}"
+    );
     cookies.join("; ")
 }
 
@@ -122,7 +150,14 @@ fn catmaid_updates_reach_the_logged_in_user_and_anonymous_is_refused() {
     let mut cmd = std::process::Command::new(venv_bin("python"));
     cmd.arg(repo().join("tests/peers/ws_client.py"))
         .arg(format!("ws://{}/channels/updates/", s.cg.addr()))
-        .args(["--header", &format!("Cookie:{cookie}"), "--expect", "1", "--timeout", "20"]);
+        .args([
+            "--header",
+            &format!("Cookie:{cookie}"),
+            "--expect",
+            "1",
+            "--timeout",
+            "20",
+        ]);
     let client_proc = Proc::spawn("ws-client-alice", &mut cmd, s._dir.path());
     wait_for("alice connected", Duration::from_secs(10), || {
         s.cg.metric("channelgate_ws_connections{route=\"/channels/updates/\"}") == 1.0
@@ -130,19 +165,36 @@ fn catmaid_updates_reach_the_logged_in_user_and_anonymous_is_refused() {
     assert_eq!(s.cg.metric("channelgate_hub_groups"), 1.0);
 
     // A Django view publishes to updates-<user id> with one requests.post.
-    let r = client().post(s.cg.url("/notify-me/")).header("Cookie", &cookie).form(&[("text", "{\"event\": \"x\"}")]).send().unwrap();
+    let r = client()
+        .post(s.cg.url("/notify-me/"))
+        .header("Cookie", &cookie)
+        .form(&[("text", "{\"event\": \"x\"}")])
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200, "{:?}", r.text());
     let mut client_proc = client_proc;
     let status = client_proc.wait_exit(Duration::from_secs(20));
     let out = client_proc.output();
     assert!(status.success(), "{out}");
-    assert!(out.contains(r#"{"type": "text", "data": "{\"event\": \"x\"}"}"#), "{out}");
+    assert!(
+        out.contains(r#"{"type": "text", "data": "{\"event\": \"x\"}"}"#),
+        "{out}"
+    );
 
     let rt = rt();
-    assert_eq!(refused_status(rt.block_on(connect(&s.cg.addr(), "/channels/updates/", &[]))), 403);
-    assert_eq!(s.cg.metric("channelgate_ws_connects_total{outcome=\"auth_denied\"}"), 1.0);
+    assert_eq!(
+        refused_status(rt.block_on(connect(&s.cg.addr(), "/channels/updates/", &[]))),
+        403
+    );
+    assert_eq!(
+        s.cg.metric("channelgate_ws_connects_total{outcome=\"auth_denied\"}"),
+        1.0
+    );
     let out = s.cg.proc.output();
-    assert!(out.contains("websocket closed") && out.contains("user=1"), "one line per closed connection:\n{out}");
+    assert!(
+        out.contains("websocket closed") && out.contains("user=1"),
+        "one line per closed connection:\n{out}"
+    );
 }
 
 #[test]
@@ -161,7 +213,10 @@ fn chat_room_members_see_each_other_and_other_rooms_do_not() {
         assert_eq!(next_text(&mut a).await, "hi a");
         quiet(&mut c).await;
     });
-    assert_eq!(s.cg.metric("channelgate_ws_inbound_total{mode=\"group\",outcome=\"ok\"}"), 2.0);
+    assert_eq!(
+        s.cg.metric("channelgate_ws_inbound_total{mode=\"group\",outcome=\"ok\"}"),
+        2.0
+    );
 }
 
 #[test]
@@ -177,10 +232,16 @@ fn inbound_http_reply_reaches_the_sender_only() {
         a.send(Message::Text("silent".into())).await.unwrap();
         a.send(Message::Text("fail".into())).await.unwrap();
         a.send(Message::Text("again".into())).await.unwrap();
-        assert_eq!(next_text(&mut a).await, "reply to anonymous in lobby: again");
+        assert_eq!(
+            next_text(&mut a).await,
+            "reply to anonymous in lobby: again"
+        );
         quiet(&mut b).await;
     });
-    assert_eq!(s.cg.metric("channelgate_ws_inbound_total{mode=\"http\",outcome=\"error\"}"), 1.0);
+    assert_eq!(
+        s.cg.metric("channelgate_ws_inbound_total{mode=\"http\",outcome=\"error\"}"),
+        1.0
+    );
 }
 
 #[test]
@@ -193,17 +254,39 @@ fn refusals_origin_handshake_auth_and_plain_get() {
     let addr = s.cg.addr();
     let rt = rt();
     rt.block_on(async {
-        assert_eq!(refused_status(connect(&addr, "/ws/open/", &[("origin", "https://evil.example")]).await), 403);
-        connect(&addr, "/ws/open/", &[("origin", "https://app.example.org")]).await.unwrap();
+        assert_eq!(
+            refused_status(
+                connect(&addr, "/ws/open/", &[("origin", "https://evil.example")]).await
+            ),
+            403
+        );
+        connect(&addr, "/ws/open/", &[("origin", "https://app.example.org")])
+            .await
+            .unwrap();
         assert_eq!(refused_status(connect(&addr, "/ws/slow/", &[]).await), 503);
-        assert_eq!(refused_status(connect(&addr, "/ws/broken/", &[]).await), 503);
-        assert_eq!(refused_status(connect(&addr, "/ws/open/", &[("sec-websocket-version", "8")]).await), 426);
+        assert_eq!(
+            refused_status(connect(&addr, "/ws/broken/", &[]).await),
+            503
+        );
+        assert_eq!(
+            refused_status(connect(&addr, "/ws/open/", &[("sec-websocket-version", "8")]).await),
+            426
+        );
     });
     let r = client().get(s.cg.url("/ws/open/")).send().unwrap();
     assert_eq!(r.status(), 426, "a plain GET on a WebSocket route");
-    assert_eq!(s.cg.metric("channelgate_ws_connects_total{outcome=\"origin\"}"), 1.0);
-    assert_eq!(s.cg.metric("channelgate_ws_connects_total{outcome=\"auth_error\"}"), 2.0);
-    assert_eq!(s.cg.metric("channelgate_ws_connects_total{outcome=\"accepted\"}"), 1.0);
+    assert_eq!(
+        s.cg.metric("channelgate_ws_connects_total{outcome=\"origin\"}"),
+        1.0
+    );
+    assert_eq!(
+        s.cg.metric("channelgate_ws_connects_total{outcome=\"auth_error\"}"),
+        2.0
+    );
+    assert_eq!(
+        s.cg.metric("channelgate_ws_connects_total{outcome=\"accepted\"}"),
+        1.0
+    );
 }
 
 #[test]
@@ -229,7 +312,10 @@ fn oversized_and_invalid_utf8_frames_close_with_1009_and_1007() {
         assert!(n >= 4 && buf[0] == 0x88, "a close frame: {:?}", &buf[..n]);
         assert_eq!(u16::from_be_bytes([buf[2], buf[3]]), 1007);
     });
-    assert_eq!(s.cg.metric("channelgate_ws_closes_total{code=\"1009\"}"), 1.0);
+    assert_eq!(
+        s.cg.metric("channelgate_ws_closes_total{code=\"1009\"}"),
+        1.0
+    );
 }
 
 #[test]
@@ -271,29 +357,63 @@ fn publish_api_validates_and_counts() {
     let s = setup("[[ws]]\npath = \"/ws/x/\"\ngroups = [\"x\"]\n");
     let rt = rt();
     let mut ws = rt.block_on(connect(&s.cg.addr(), "/ws/x/", &[])).unwrap();
-    let (status, body) = publish(&s.cg, "x", r#"{"type": "a.b", "text": "json text"}"#, "application/json");
+    let (status, body) = publish(
+        &s.cg,
+        "x",
+        r#"{"type": "a.b", "text": "json text"}"#,
+        "application/json",
+    );
     assert_eq!((status, body["delivered"].as_u64()), (200, Some(1)));
-    let (status, _) = publish(&s.cg, "x", r#"{"type": "a.b", "n": 1, "__asgi_group__": "x"}"#, "application/json");
+    let (status, _) = publish(
+        &s.cg,
+        "x",
+        r#"{"type": "a.b", "n": 1, "__asgi_group__": "x"}"#,
+        "application/json",
+    );
     assert_eq!(status, 200);
     assert_eq!(rt.block_on(next_text(&mut ws)), "json text");
     let event: Value = serde_json::from_str(&rt.block_on(next_text(&mut ws))).unwrap();
-    assert_eq!(event, serde_json::json!({"type": "a.b", "n": 1}), "other events arrive as JSON without __asgi_ keys");
+    assert_eq!(
+        event,
+        serde_json::json!({"type": "a.b", "n": 1}),
+        "other events arrive as JSON without __asgi_ keys"
+    );
 
     assert_eq!(publish(&s.cg, "bad%20group", "x", "text/plain").0, 400);
     assert_eq!(publish(&s.cg, "x", "{not json", "application/json").0, 400);
     assert_eq!(publish(&s.cg, "x", "[1, 2]", "application/json").0, 400);
-    assert_eq!(publish(&s.cg, "nobody-here", "x", "text/plain").1["delivered"], 0);
+    assert_eq!(
+        publish(&s.cg, "nobody-here", "x", "text/plain").1["delivered"],
+        0
+    );
 
     // The command-line publisher.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_channelgate"))
-        .args(["publish", "--admin", &format!("http://127.0.0.1:{}", s.cg.admin_port), "--group", "x", "--text", "from the shell"])
+        .args([
+            "publish",
+            "--admin",
+            &format!("http://127.0.0.1:{}", s.cg.admin_port),
+            "--group",
+            "x",
+            "--text",
+            "from the shell",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(rt.block_on(next_text(&mut ws)), "from the shell");
 
     // websocket.close closes the members with its code.
-    publish(&s.cg, "x", r#"{"type": "websocket.close", "code": 4004, "reason": "bye"}"#, "application/json");
+    publish(
+        &s.cg,
+        "x",
+        r#"{"type": "websocket.close", "code": 4004, "reason": "bye"}"#,
+        "application/json",
+    );
     assert_eq!(rt.block_on(close_code(&mut ws)), 4004);
 }
 
@@ -304,7 +424,10 @@ fn publish_token_is_required_when_configured() {
     let cg = Channelgate::start(
         dir.path(),
         "",
-        &format!("[upstream]\nservers = [\"{}\"]\n[[ws]]\npath = \"/ws/\"\n", app.bind.config_addr()),
+        &format!(
+            "[upstream]\nservers = [\"{}\"]\n[[ws]]\npath = \"/ws/\"\n",
+            app.bind.config_addr()
+        ),
     );
     // The fixture writes [admin] itself; add the token through a second file.
     drop(cg);
@@ -324,7 +447,12 @@ fn publish_token_is_required_when_configured() {
     let cg = Channelgate::start_with(dir.path(), config, ports.0, ports.1, false);
     let url = format!("http://127.0.0.1:{}/publish/g", cg.admin_port);
     assert_eq!(client().post(&url).body("x").send().unwrap().status(), 401);
-    let ok = client().post(&url).bearer_auth("0123456789abcdef-secret").body("x").send().unwrap();
+    let ok = client()
+        .post(&url)
+        .bearer_auth("0123456789abcdef-secret")
+        .body("x")
+        .send()
+        .unwrap();
     assert_eq!(ok.status(), 200);
 }
 

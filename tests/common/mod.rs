@@ -34,13 +34,20 @@ pub fn free_port() -> u16 {
 pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn accepts(addr: &str) -> bool {
-    TcpStream::connect_timeout(&addr.parse::<SocketAddr>().expect("addr"), Duration::from_millis(200)).is_ok()
+    TcpStream::connect_timeout(
+        &addr.parse::<SocketAddr>().expect("addr"),
+        Duration::from_millis(200),
+    )
+    .is_ok()
 }
 
 /// A child process that is killed when dropped, with its output in a log file.
@@ -99,7 +106,12 @@ impl Proc {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(start.elapsed() < limit, "{} did not exit within {limit:?}\n{}", self.name, self.output());
+            assert!(
+                start.elapsed() < limit,
+                "{} did not exit within {limit:?}\n{}",
+                self.name,
+                self.output()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -114,7 +126,8 @@ impl Proc {
 
     /// Peak resident memory in KiB (VmHWM), while the process runs.
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -127,13 +140,22 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = Command::new("kill")
-            .args(["-KILL".to_string(), "--".to_string(), format!("-{}", self.pid())])
+            .args([
+                "-KILL".to_string(),
+                "--".to_string(),
+                format!("-{}", self.pid()),
+            ])
             .stderr(Stdio::null())
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("---- {} log ({}) ----\n{}", self.name, self.log.display(), self.output());
+            eprintln!(
+                "---- {} log ({}) ----\n{}",
+                self.name,
+                self.log.display(),
+                self.output()
+            );
         }
     }
 }
@@ -180,7 +202,11 @@ impl Gunicorn {
                 .env("TESTAPP_DB", &db)
                 .output()
                 .expect("run manage.py prepare");
-            assert!(out.status.success(), "manage.py prepare failed: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "manage.py prepare failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let unhealthy_file = dir.join(format!("{name}.unhealthy"));
         let bind_arg = match &bind {
@@ -190,8 +216,23 @@ impl Gunicorn {
         let mut cmd = Command::new(venv_bin("gunicorn"));
         cmd.args(["--chdir"])
             .arg(&app_dir)
-            .args(["--bind", &bind_arg, "--worker-class", "gthread", "--threads", "8", "--workers", "1"])
-            .args(["--graceful-timeout", "1", "--timeout", "120", "--no-control-socket"])
+            .args([
+                "--bind",
+                &bind_arg,
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "8",
+                "--workers",
+                "1",
+            ])
+            .args([
+                "--graceful-timeout",
+                "1",
+                "--timeout",
+                "120",
+                "--no-control-socket",
+            ])
             .arg("testapp.wsgi:application")
             .env("TESTAPP_DB", &db)
             .env("TESTAPP_NAME", name)
@@ -210,10 +251,14 @@ impl Gunicorn {
 
     fn wait_ready(&self) {
         let bind = self.bind.clone();
-        wait_for(&format!("gunicorn {}", self.name), Duration::from_secs(30), || match &bind {
-            Bind::Tcp(p) => http_get_raw(&format!("127.0.0.1:{p}"), "/healthz").is_some(),
-            Bind::Unix(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
-        });
+        wait_for(
+            &format!("gunicorn {}", self.name),
+            Duration::from_secs(30),
+            || match &bind {
+                Bind::Tcp(p) => http_get_raw(&format!("127.0.0.1:{p}"), "/healthz").is_some(),
+                Bind::Unix(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
+            },
+        );
     }
 
     pub fn set_healthy(&self, healthy: bool) {
@@ -229,7 +274,11 @@ impl Gunicorn {
 pub fn http_get_raw(addr: &str, path: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
@@ -262,14 +311,24 @@ impl Channelgate {
         Self::start_with(dir, config, port, admin_port, false)
     }
 
-    pub fn start_with(dir: &Path, config: PathBuf, port: u16, admin_port: u16, upgrade: bool) -> Channelgate {
+    pub fn start_with(
+        dir: &Path,
+        config: PathBuf,
+        port: u16,
+        admin_port: u16,
+        upgrade: bool,
+    ) -> Channelgate {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_channelgate"));
         cmd.arg("run").arg("--config").arg(&config);
         if upgrade {
             cmd.arg("--upgrade");
         }
         cmd.env("RUST_LOG", "info");
-        let name = if upgrade { format!("channelgate-{port}-upgrade") } else { format!("channelgate-{port}") };
+        let name = if upgrade {
+            format!("channelgate-{port}-upgrade")
+        } else {
+            format!("channelgate-{port}")
+        };
         let proc = Proc::spawn(&name, &mut cmd, dir);
         let cg = Channelgate {
             proc,
@@ -287,7 +346,8 @@ impl Channelgate {
         let admin = format!("127.0.0.1:{}", self.admin_port);
         let listen = format!("127.0.0.1:{}", self.port);
         wait_for("channelgate listeners", Duration::from_secs(20), || {
-            http_get_raw(&admin, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) && accepts(&listen)
+            http_get_raw(&admin, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+                && accepts(&listen)
         });
     }
 
@@ -300,7 +360,8 @@ impl Channelgate {
     }
 
     pub fn admin(&self, path: &str) -> (u16, String) {
-        let r = reqwest::blocking::get(format!("http://127.0.0.1:{}{path}", self.admin_port)).expect("admin request");
+        let r = reqwest::blocking::get(format!("http://127.0.0.1:{}{path}", self.admin_port))
+            .expect("admin request");
         let status = r.status().as_u16();
         (status, r.text().unwrap_or_default())
     }
@@ -310,14 +371,21 @@ impl Channelgate {
         let (_, text) = self.admin("/metrics");
         text.lines()
             .filter(|l| !l.starts_with('#'))
-            .find_map(|l| l.rsplit_once(' ').filter(|(k, _)| *k == series).map(|(_, v)| v.parse().unwrap_or(0.0)))
+            .find_map(|l| {
+                l.rsplit_once(' ')
+                    .filter(|(k, _)| *k == series)
+                    .map(|(_, v)| v.parse().unwrap_or(0.0))
+            })
             .unwrap_or(0.0)
     }
 }
 
 /// A fresh temporary directory for one test's files.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("channelgate-test-").tempdir().expect("tempdir")
+    tempfile::Builder::new()
+        .prefix("channelgate-test-")
+        .tempdir()
+        .expect("tempdir")
 }
 
 pub fn client() -> reqwest::blocking::Client {
@@ -330,7 +398,11 @@ pub fn client() -> reqwest::blocking::Client {
 /// Whether RabbitMQ answers on 127.0.0.1:5672. Under CI its absence fails the test;
 /// elsewhere the test is skipped with a loud message.
 pub fn rabbitmq_available() -> bool {
-    let up = TcpStream::connect_timeout(&"127.0.0.1:5672".parse().expect("addr"), Duration::from_secs(2)).is_ok();
+    let up = TcpStream::connect_timeout(
+        &"127.0.0.1:5672".parse().expect("addr"),
+        Duration::from_secs(2),
+    )
+    .is_ok();
     if !up {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -347,7 +419,10 @@ pub fn unique(prefix: &str) -> String {
 }
 
 fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     t ^ N.fetch_add(0x9e37_79b9, std::sync::atomic::Ordering::Relaxed)
 }
@@ -359,5 +434,9 @@ pub fn amqp_publish(args: &[&str]) {
         .args(args)
         .output()
         .expect("run amqp_publish.py");
-    assert!(out.status.success(), "amqp_publish.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "amqp_publish.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

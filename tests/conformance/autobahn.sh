@@ -41,8 +41,8 @@ for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$ADMIN/healthz" >/dev/null && break
     sleep 0.1
 done
-timeout 1200 .venv/bin/kosoku -m fuzzingclient -i '1.*' -i '2.*' -i '3.*' -i '4.*' -i '5.*' -i '6.*' -i '7.*' \
-    -i '8.*' -i '9.*' -i '10.*' -i '11.*' -p 2 -o "$OUT" "127.0.0.1:$PORT" > "$OUT/kosoku.log" 2>&1 || true
+timeout 1200 .venv/bin/kosoku -m fuzzingclient -x '12.*' -x '13.*' -p 2 -o "$OUT" "127.0.0.1:$PORT" \
+    > "$OUT/kosoku.log" 2>&1 || true
 .venv/bin/python - "$OUT" <<'PY'
 import json, sys, glob, os, collections
 out = sys.argv[1]
@@ -58,7 +58,7 @@ counts = collections.Counter(r["behavior"] for r in results.values())
 closes = collections.Counter(r.get("behaviorClose", "?") for r in results.values())
 bad = {c: r for c, r in results.items() if r["behavior"] not in ("OK", "NON-STRICT", "INFORMATIONAL")
        or r.get("behaviorClose", "OK") not in ("OK", "INFORMATIONAL", "NON-STRICT")}
-print(f"autobahn: {len(results)} cases (1.* to 11.*): " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+print(f"autobahn: {len(results)} cases (all but 12.*/13.*): " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 print("autobahn: close behaviour: " + ", ".join(f"{k} {v}" for k, v in sorted(closes.items())))
 for c, r in sorted(bad.items())[:40]:
     print(f"  FAILED {c}: behavior={r['behavior']} close={r.get('behaviorClose')}")

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from . import views
+from . import seed_views, views
 
 # APPEND_SLASH is off; every pattern accepts the path with or without its
 # trailing slash so tests are not surprised by 301s or 404s.
@@ -14,4 +14,15 @@ urlpatterns = [
     re_path(r"^whoami/?$", views.whoami),
     re_path(r"^accounts/login/?$", views.login_view),
     re_path(r"^ws-auth/?$", views.ws_auth),
+    re_path(r"^ws-auth-slow/?$", views.ws_auth_slow),
+    re_path(r"^ws-auth-error/?$", views.ws_auth_error),
+    re_path(r"^ws-auth-headers/?$", views.ws_auth_headers),
+    re_path(r"^notify/?$", views.notify),
+    re_path(r"^notify-me/?$", views.notify_me),
+    re_path(r"^ws/receive/?$", views.ws_receive),
+    re_path(r"^api/v2/ping/?$", views.healthz),  # AWX's health check path (conf/examples/awx.toml)
+    re_path(r"^awx/login/?$", seed_views.awx_login),
+    re_path(r"^channels/auth/?$", seed_views.catmaid_ws_auth),
+    re_path(r"^api/channelgate/ws-auth/?$", seed_views.awx_ws_auth),
+    re_path(r"^api/channelgate/ws-authorize/?$", seed_views.awx_ws_authorize),
 ]

@@ -14,6 +14,21 @@ POST /accounts/login/    form (or JSON) username/password -> {"user": id} + sess
 ANY  /ws-auth/           session or "Authorization: Bearer alice-token|bob-token" ->
                          200 {"user": "<id>", "groups": ["updates-<id>"], "meta": {"username"}}
                          with header X-Channelgate-User: <id>; else 403
+ANY  /ws-auth-slow/      sleeps 5 s, then answers like /ws-auth/ (auth timeout tests)
+ANY  /ws-auth-error/     500
+ANY  /ws-auth-headers/   like /ws-auth/, but success is 200 with an empty body and the
+                         headers X-Channelgate-User: <id>, X-Channelgate-Groups: "extra-a, extra-b"
+POST /notify/            form or JSON {group, text}: publishes
+                         {"type": "notify.message", "text": text} to that group through
+                         channelgate's POST $CHANNELGATE_ADMIN/publish/<group> (Bearer
+                         $CHANNELGATE_PUBLISH_TOKEN when set) and answers with channelgate's
+                         body and status. 400 on missing/invalid fields, 502 if channelgate
+                         cannot be reached, 500 if CHANNELGATE_ADMIN is unset.
+POST /notify-me/         form or JSON {text}, session login required (403 otherwise):
+                         the same publish to group "updates-<user id>" (the CATMAID pattern)
+POST /ws/receive/        channelgate's inbound-HTTP hook: text/plain
+                         "reply to <X-Channelgate-User|anonymous> in <X-Channelgate-Param-Room|->: <body>";
+                         body "silent" -> 204 (empty), body "fail" -> 500
 
 Download pattern: BLOCK = bytes(range(256)) * 256 (65536 bytes), repeated and
 the last block truncated to N bytes in total. No hash header is sent (it would
@@ -26,7 +41,10 @@ Because 65536 is a multiple of 256, byte i of the body is simply i % 256.
 import hashlib
 import json
 import os
+import re
 import time
+
+import requests
 
 from django.contrib.auth import authenticate, get_user_model, login
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
@@ -199,3 +217,139 @@ def ws_auth(request):
     )
     resp["X-Channelgate-User"] = uid
     return resp
+
+
+# ---------------------------------------------------------------- WebSocket auth variants
+
+AUTH_SLOW_SECONDS = 5.0
+
+
+@csrf_exempt
+def ws_auth_slow(request):
+    time.sleep(AUTH_SLOW_SECONDS)
+    return ws_auth(request)
+
+
+@csrf_exempt
+def ws_auth_error(request):
+    return HttpResponse("auth backend exploded\n", status=500, content_type="text/plain")
+
+
+@csrf_exempt
+def ws_auth_headers(request):
+    user = request.user if request.user.is_authenticated else _bearer_user(request)
+    if user is None:
+        return JsonResponse({"error": "forbidden"}, status=403)
+    resp = HttpResponse(b"", status=200)
+    # No body: HttpResponse would still announce text/html; drop it so the answer is
+    # headers only.
+    del resp["Content-Type"]
+    resp["X-Channelgate-User"] = str(user.pk)
+    resp["X-Channelgate-Groups"] = "extra-a, extra-b"
+    return resp
+
+
+# ---------------------------------------------------------------- publishing via channelgate
+
+# channelgate's group names: ^[a-zA-Z0-9\-_.]+$, shorter than 100 characters.
+GROUP_RE = re.compile(r"[a-zA-Z0-9\-_.]{1,99}")  # use with fullmatch (no "$" newline gap)
+
+
+def _fields(request, *names):
+    """The named fields from a form body, or else from a JSON object body."""
+    if request.content_type == "application/json":
+        try:
+            data = json.loads(request.body or b"{}")
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            data = {}
+        return [data.get(n) for n in names]
+    return [request.POST.get(n) for n in names]
+
+
+def _publish(group, event):
+    """POST the event to channelgate's publish API; a Django response mirroring its answer."""
+    admin = os.environ.get("CHANNELGATE_ADMIN")
+    if not admin:
+        return JsonResponse({"error": "CHANNELGATE_ADMIN is not set"}, status=500)
+    headers = {}
+    token = os.environ.get("CHANNELGATE_PUBLISH_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        resp = requests.post(
+            f"{admin.rstrip('/')}/publish/{group}", json=event, headers=headers, timeout=5
+        )
+    except requests.RequestException as e:
+        return JsonResponse({"error": f"channelgate unreachable: {e}"}, status=502)
+    return HttpResponse(
+        resp.content,
+        status=resp.status_code,
+        content_type=resp.headers.get("Content-Type", "application/json"),
+    )
+
+
+def _bad_text(text):
+    if not isinstance(text, str):
+        return JsonResponse({"error": "field 'text' (a string) is required"}, status=400)
+    return None
+
+
+@csrf_exempt
+def notify(request):
+    if request.method != "POST":
+        return JsonResponse({"error": "POST required"}, status=405)
+    group, text = _fields(request, "group", "text")
+    if not isinstance(group, str) or not GROUP_RE.fullmatch(group) or group in (".", ".."):
+        # "." and ".." match channelgate's pattern but cannot travel as a path segment
+        # (requests/urllib3 would resolve them as dot segments).
+        return JsonResponse({"error": "field 'group' must match ^[a-zA-Z0-9\\-_.]{1,99}$ "
+                                      "and not be '.' or '..'"}, status=400)
+    bad = _bad_text(text)
+    if bad:
+        return bad
+    return _publish(group, {"type": "notify.message", "text": text})
+
+
+# Session login only (no bearer tokens), as a browser-facing Django view would be. CSRF
+# exempt so that tests can call it with just the session cookie from /accounts/login/.
+@csrf_exempt
+def notify_me(request):
+    if request.method != "POST":
+        return JsonResponse({"error": "POST required"}, status=405)
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "forbidden"}, status=403)
+    (text,) = _fields(request, "text")
+    bad = _bad_text(text)
+    if bad:
+        return bad
+    return _publish(f"updates-{request.user.pk}", {"type": "notify.message", "text": text})
+
+
+# ---------------------------------------------------------------- inbound WebSocket frames
+
+@csrf_exempt
+def ws_receive(request):
+    if request.method != "POST":
+        return JsonResponse({"error": "POST required"}, status=405)
+    stream = _body_stream(request)
+    parts = []
+    while True:
+        chunk = stream.read(CHUNK)
+        if not chunk:
+            break
+        parts.append(chunk)
+    body = b"".join(parts)
+    if body == b"silent":
+        resp = HttpResponse(b"", status=204)
+        del resp["Content-Type"]
+        return resp
+    if body == b"fail":
+        return HttpResponse("failing as asked\n", status=500, content_type="text/plain")
+    user = request.headers.get("X-Channelgate-User") or "anonymous"
+    room = request.headers.get("X-Channelgate-Param-Room") or "-"
+    text = body.decode("utf-8", errors="replace")
+    return HttpResponse(
+        f"reply to {user} in {room}: {text}", content_type="text/plain; charset=utf-8"
+    )
