@@ -371,6 +371,16 @@ mod tests {
     }
 
     #[test]
+    fn seed_deployment_examples_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/examples");
+        for name in ["catmaid", "awx", "clu"] {
+            if let Err(e) = Config::load(&dir.join(format!("{name}.toml"))) {
+                panic!("{e}");
+            }
+        }
+    }
+
+    #[test]
     fn shipped_example_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/channelgate.toml");
         if let Err(e) = Config::load(&path) {
