@@ -9,6 +9,10 @@ use clap::{Parser, Subcommand};
 use channelgate::config::Config;
 use channelgate::server::{self, RunOptions};
 
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// channelgate: a reverse proxy for Django/WSGI apps that serves WebSockets in-process.
 ///
 /// Ordinary HTTP is proxied to the upstream WSGI servers (gunicorn, uwsgi). Metrics,

@@ -6,7 +6,7 @@
 # INFORMATIONAL. Usage: tests/conformance/autobahn.sh [OUTDIR]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-scripts/setup
+scripts/setup >/dev/null
 OUT="${1:-target/autobahn}"
 rm -rf "$OUT"; mkdir -p "$OUT"
 cargo build --release --locked -q
