@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub upgrade_sock: PathBuf,
     /// Where the process id is written.
     pub pid_file: PathBuf,
+    /// Proxies in front of channelgate whose X-Forwarded-Proto/-Host are kept.
+    pub forwarding: crate::proxy::headers::Forwarding,
 }
 
 /// `[log]`.
@@ -87,6 +89,7 @@ pub(crate) struct RawServer {
     grace_period: Option<String>,
     upgrade_sock: Option<String>,
     pid_file: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -237,7 +240,15 @@ impl RawServer {
             &path.key("grace_period"),
             errs,
         );
+        let mut trusted = Vec::new();
+        for (i, raw) in self.trusted_proxies.unwrap_or_default().iter().enumerate() {
+            match crate::proxy::headers::Net::parse(raw) {
+                Ok(n) => trusted.push(n),
+                Err(e) => errs.add(&path.key("trusted_proxies").index(i), e),
+            }
+        }
         ServerConfig {
+            forwarding: crate::proxy::headers::Forwarding { trusted },
             listen,
             threads,
             grace_period,

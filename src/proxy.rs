@@ -29,6 +29,7 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     pub drain: Arc<Drain>,
     pub access_log: bool,
+    pub forwarding: headers::Forwarding,
 }
 
 /// Per-request state.
@@ -176,7 +177,8 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        headers::add_forwarding(upstream_request, Self::client_ip(session), &ctx.request_id);
+        self.forwarding
+            .apply(upstream_request, Self::client_ip(session), &ctx.request_id);
         Ok(())
     }
 

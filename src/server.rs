@@ -108,6 +108,7 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         metrics: metrics.clone(),
         drain: drain.clone(),
         shutdown: ws_shutdown_rx,
+        forwarding: config.server.forwarding.clone(),
         bridges,
     });
     let proxy = Proxy {
@@ -116,6 +117,7 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         metrics: metrics.clone(),
         drain: drain.clone(),
         access_log: config.log.access_log,
+        forwarding: config.server.forwarding.clone(),
     };
     let mut proxy_service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

@@ -39,6 +39,8 @@ pub struct Endpoint {
     pub drain: Arc<Drain>,
     /// Turns true when the server starts shutting down: connections close with 1001.
     pub shutdown: watch::Receiver<bool>,
+    /// How forwarding headers are written on auth subrequests.
+    pub forwarding: crate::proxy::headers::Forwarding,
     /// The AMQP side of each `amqp-bridge` route, by route path.
     pub bridges: std::collections::HashMap<String, Arc<crate::protocols::bridge::Bridge>>,
 }
@@ -144,14 +146,21 @@ impl Endpoint {
         let identity = match &route.auth {
             None => auth::Identity::default(),
             Some(cfg) => {
-                let sub = auth::subrequest(&cfg.path, &req, client_ip, request_id, &channel)
-                    .map_err(|e| {
-                        Refusal::new(
-                            400,
-                            format!("cannot forward this request for auth: {e}"),
-                            "bad_handshake",
-                        )
-                    })?;
+                let sub = auth::subrequest(
+                    &self.forwarding,
+                    &cfg.path,
+                    &req,
+                    client_ip,
+                    request_id,
+                    &channel,
+                )
+                .map_err(|e| {
+                    Refusal::new(
+                        400,
+                        format!("cannot forward this request for auth: {e}"),
+                        "bad_handshake",
+                    )
+                })?;
                 auth::authenticate(&self.upstreams, &self.metrics, cfg, sub).await?
             }
         };

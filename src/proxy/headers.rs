@@ -30,9 +30,90 @@ pub fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
+/// A network of trusted proxies: an address and a prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Net {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Net {
+    /// Parses "10.0.0.0/8", "::1" or "127.0.0.1".
+    pub fn parse(raw: &str) -> Result<Net, String> {
+        let (a, p) = raw
+            .split_once('/')
+            .map_or((raw, None), |(a, p)| (a, Some(p)));
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{raw}` is not an IP address or network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{raw}`: bad prefix length"))?,
+        };
+        Ok(Net { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |ip: IpAddr| -> Option<u128> {
+            match (self.addr, ip) {
+                (IpAddr::V4(_), IpAddr::V4(v)) => Some(u128::from(u32::from(v)) << 96),
+                (IpAddr::V6(_), IpAddr::V6(v)) => Some(u128::from(v)),
+                (IpAddr::V4(_), IpAddr::V6(v)) => {
+                    v.to_ipv4_mapped().map(|v| u128::from(u32::from(v)) << 96)
+                }
+                _ => None,
+            }
+        };
+        let (Some(net), Some(ip)) = (bits(self.addr), bits(ip)) else {
+            return false;
+        };
+        let len = u32::from(self.prefix);
+        let mask = if len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - len)
+        };
+        net & mask == ip & mask
+    }
+}
+
+/// How forwarding headers are written: a client in `trusted` (a proxy in front of
+/// channelgate, such as nginx terminating TLS) keeps the X-Forwarded-Proto and
+/// X-Forwarded-Host it sent; anyone else's are replaced.
+#[derive(Clone, Debug, Default)]
+pub struct Forwarding {
+    pub trusted: Vec<Net>,
+}
+
+impl Forwarding {
+    pub fn apply(&self, req: &mut RequestHeader, client: Option<IpAddr>, request_id: &str) {
+        let trusted = client.is_some_and(|ip| self.trusted.iter().any(|n| n.contains(ip)));
+        let keep = |req: &RequestHeader, name: &str| {
+            trusted && req.headers.get(name).is_some_and(|v| !v.is_empty())
+        };
+        let (keep_proto, keep_host) = (
+            keep(req, "x-forwarded-proto"),
+            keep(req, "x-forwarded-host"),
+        );
+        add_forwarding_inner(req, client, request_id, keep_proto, keep_host);
+    }
+}
+
 /// Sets the forwarding headers on a request about to go upstream. `client` is the peer's
-/// IP (None on a unix-socket listener), `host` the Host the client asked for.
-pub fn add_forwarding(req: &mut RequestHeader, client: Option<IpAddr>, request_id: &str) {
+/// IP (None on a unix-socket listener).
+fn add_forwarding_inner(
+    req: &mut RequestHeader,
+    client: Option<IpAddr>,
+    request_id: &str,
+    keep_proto: bool,
+    keep_host: bool,
+) {
     if let Some(ip) = client {
         let previous: Vec<&str> = req
             .headers
@@ -49,16 +130,19 @@ pub fn add_forwarding(req: &mut RequestHeader, client: Option<IpAddr>, request_i
         };
         set(req, "x-forwarded-for", &value);
     }
-    set(req, "x-forwarded-proto", "http");
+    if !keep_proto {
+        set(req, "x-forwarded-proto", "http");
+    }
     let host = req
         .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
         .or_else(|| req.uri.authority().map(|a| a.to_string()));
-    match host {
-        Some(h) => set(req, "x-forwarded-host", &h),
-        None => {
+    match (keep_host, host) {
+        (true, _) => {}
+        (false, Some(h)) => set(req, "x-forwarded-host", &h),
+        (false, None) => {
             req.remove_header("x-forwarded-host");
         }
     }
@@ -92,7 +176,7 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-for", "10.0.0.2"),
         ]);
-        add_forwarding(&mut r, Some("127.0.0.9".parse().unwrap()), "abc");
+        Forwarding::default().apply(&mut r, Some("127.0.0.9".parse().unwrap()), "abc");
         assert_eq!(
             r.headers["x-forwarded-for"],
             "10.0.0.1, 10.0.0.2, 127.0.0.9"
@@ -101,6 +185,40 @@ mod tests {
         assert_eq!(r.headers["x-forwarded-host"], "app.example.org");
         assert_eq!(r.headers["x-request-id"], "abc");
         assert_eq!(r.headers.get_all("x-forwarded-for").iter().count(), 1);
+    }
+
+    #[test]
+    fn trusted_proxies_keep_proto_and_host() {
+        let f = Forwarding {
+            trusted: vec![
+                Net::parse("10.0.0.0/8").unwrap(),
+                Net::parse("::1").unwrap(),
+            ],
+        };
+        let incoming = [
+            ("host", "app"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "public.example"),
+        ];
+        let mut r = req(&incoming);
+        f.apply(&mut r, Some("10.1.2.3".parse().unwrap()), "id");
+        assert_eq!(r.headers["x-forwarded-proto"], "https");
+        assert_eq!(r.headers["x-forwarded-host"], "public.example");
+        let mut r = req(&incoming);
+        f.apply(&mut r, Some("192.168.0.1".parse().unwrap()), "id");
+        assert_eq!(
+            r.headers["x-forwarded-proto"], "http",
+            "untrusted clients cannot claim https"
+        );
+        assert_eq!(r.headers["x-forwarded-host"], "app");
+        assert!(Net::parse("::1").unwrap().contains("::1".parse().unwrap()));
+        assert!(!Net::parse("10.0.0.0/8")
+            .unwrap()
+            .contains("11.0.0.1".parse().unwrap()));
+        assert!(Net::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        assert!(Net::parse("10.0.0.0/33").is_err());
     }
 
     #[test]

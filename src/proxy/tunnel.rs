@@ -56,7 +56,9 @@ pub async fn pass_through(proxy: &Proxy, session: &mut Session, ctx: &mut Ctx) -
         );
     }
     let mut head = req.clone();
-    headers::add_forwarding(&mut head, Proxy::client_ip(session), &ctx.request_id);
+    proxy
+        .forwarding
+        .apply(&mut head, Proxy::client_ip(session), &ctx.request_id);
     let head = serialize_request(&head);
     let cfg = proxy.upstreams.config();
     let mut upstream = connect_with_retry(proxy, ctx).await?;

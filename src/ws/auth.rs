@@ -37,6 +37,7 @@ const PASSED: &[&str] = &[
 
 /// The subrequest for `req`, sent as the client would have sent it.
 pub fn subrequest(
+    forwarding: &headers::Forwarding,
     cfg_path: &str,
     req: &RequestHeader,
     client: Option<IpAddr>,
@@ -44,7 +45,10 @@ pub fn subrequest(
     channel: &str,
 ) -> pingora::Result<RequestHeader> {
     let mut sub = RequestHeader::build("GET", cfg_path.as_bytes(), None)?;
-    for name in PASSED.iter().chain(["host"].iter()) {
+    for name in PASSED
+        .iter()
+        .chain(["host", "x-forwarded-proto", "x-forwarded-host"].iter())
+    {
         for v in req.headers.get_all(*name) {
             sub.append_header(*name, v.clone())?;
         }
@@ -53,7 +57,7 @@ pub fn subrequest(
     sub.insert_header("x-original-uri", uri)?;
     sub.insert_header("x-original-method", req.method.as_str())?;
     sub.insert_header("x-channelgate-channel", channel)?;
-    headers::add_forwarding(&mut sub, client, request_id);
+    forwarding.apply(&mut sub, client, request_id);
     Ok(sub)
 }
 
@@ -254,6 +258,7 @@ mod tests {
         req.insert_header("host", "app.example.org").unwrap();
         req.insert_header("x-unrelated", "no").unwrap();
         let sub = subrequest(
+            &headers::Forwarding::default(),
             "/ws-auth/",
             &req,
             Some("127.0.0.2".parse().unwrap()),
