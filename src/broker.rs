@@ -4,6 +4,7 @@
 
 pub mod amqp;
 pub mod codec;
+pub mod connection;
 
 use std::sync::Arc;
 use std::time::Duration;

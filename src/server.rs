@@ -9,13 +9,14 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
-use crate::broker::amqp::{AmqpBroker, AmqpService};
+use crate::broker::amqp::AmqpBroker;
+use crate::broker::connection::Supervised;
 use crate::broker::{Broker, BrokerConfig, MemoryBroker};
 use crate::config::values::Address;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::protocols::bridge::{Bridge, BridgeService};
+use crate::protocols::bridge::Bridge;
 use crate::proxy::Proxy;
 use crate::publish::PublishApi;
 use crate::shutdown::{Drain, DrainService, Signals};
@@ -80,7 +81,7 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         }
         BrokerConfig::Amqp(cfg) => {
             let amqp = AmqpBroker::new(cfg.clone(), hub.clone(), metrics.clone());
-            server.add_service(background_service("amqp broker", AmqpService(amqp.clone())));
+            server.add_service(background_service("amqp broker", Supervised(amqp.clone())));
             amqp
         }
     };
@@ -95,7 +96,7 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
             let bridge = Bridge::new(b.clone(), url, i, hub.clone(), metrics.clone());
             server.add_service(background_service(
                 "amqp bridge",
-                BridgeService(bridge.clone()),
+                Supervised(bridge.clone()),
             ));
             bridges.insert(route.path.to_string(), bridge);
         }

@@ -21,21 +21,18 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::Confirmation;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
-use rand::Rng;
 use tokio::sync::mpsc;
 
 use super::codec::{self, Target};
+use super::connection::{self, Backoff, Supervise};
 use super::{AmqpConfig, Broker, PublishError, Published};
 use crate::hub::{Event, GroupListener, Hub};
 use crate::metrics::Metrics;
 
 /// How long a publish waits for RabbitMQ's confirm.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 enum BindOp {
     Bind(String),
@@ -126,19 +123,7 @@ impl AmqpBroker {
                 .unwrap_or_else(|_| "-".into()),
             std::process::id()
         );
-        let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
-        let connecting = Connection::connect_with_runtime(
-            &self.cfg.url,
-            props,
-            async_rs::Runtime::tokio_current(),
-        );
-        let conn = tokio::time::timeout(Duration::from_secs(10), connecting)
-            .await
-            .map_err(|_| {
-                lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(
-                    lapin::ConnectionState::Closed,
-                ))
-            })??;
+        let conn = connection::open(&self.cfg.url, name).await?;
         let consume = conn.create_channel().await?;
         let exchange_opts = ExchangeDeclareOptions {
             durable: false,
@@ -306,25 +291,24 @@ impl AmqpBroker {
                         d.acker.ack(BasicAckOptions::default()).await?;
                     }
                     Some(Err(e)) => return Err(e),
-                    None => return Err(lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed))),
+                    None => return Err(connection::closed()),
                 },
             }
         }
     }
 
-    async fn supervise(&self, mut shutdown: ShutdownWatch) {
+    async fn run(&self, mut shutdown: ShutdownWatch) {
         let Some(mut ops) = self.ops_rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
         let target = redact(&self.cfg.url);
-        let mut failures: u32 = 0;
+        let mut backoff = Backoff::default();
         while !*shutdown.borrow() {
             match self.connect().await {
                 Ok((conn, consume, publish)) => {
-                    if failures > 0 {
+                    if backoff.reset() {
                         self.metrics.broker.reconnects.inc();
                     }
-                    failures = 0;
                     tracing::info!(broker = %target, queue = %self.queue, "connected to RabbitMQ");
                     self.set_up(true, Some(publish));
                     let ended = self.session(&conn, &consume, &mut ops, &mut shutdown).await;
@@ -336,21 +320,12 @@ impl AmqpBroker {
                         }
                     }
                 }
-                Err(e) => {
-                    if failures == 0 {
-                        tracing::warn!(broker = %target, error = %e, "cannot connect to RabbitMQ; retrying with backoff");
-                    }
+                Err(e) if backoff.first() => {
+                    tracing::warn!(broker = %target, error = %e, "cannot connect to RabbitMQ; retrying with backoff")
                 }
+                Err(_) => {}
             }
-            failures += 1;
-            let base = BACKOFF_MIN
-                .saturating_mul(1 << failures.min(6))
-                .min(BACKOFF_MAX);
-            let jittered = base.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
-            tokio::select! {
-                _ = tokio::time::sleep(jittered) => {}
-                _ = shutdown.changed() => {}
-            }
+            backoff.wait(&mut shutdown).await;
         }
     }
 
@@ -441,13 +416,10 @@ impl Broker for AmqpBroker {
     }
 }
 
-/// Runs the broker's supervisor as a Pingora background service, so it sees shutdown.
-pub struct AmqpService(pub Arc<AmqpBroker>);
-
 #[async_trait]
-impl BackgroundService for AmqpService {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        self.0.supervise(shutdown).await;
+impl Supervise for AmqpBroker {
+    async fn supervise(&self, shutdown: ShutdownWatch) {
+        self.run(shutdown).await;
     }
 }
 

@@ -15,15 +15,15 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions,
     QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use rand::Rng;
 use serde_json::{json, Map, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::broker::amqp::redact;
+use crate::broker::connection::{self, Backoff, Supervise};
 use crate::hub::{Event, Hub};
 use crate::metrics::Metrics;
 use crate::ws::{Conn, Endpoint};
@@ -88,19 +88,8 @@ impl Bridge {
     }
 
     async fn connect(&self) -> lapin::Result<(Connection, Channel)> {
-        let props = ConnectionProperties::default().with_connection_name(LongString::from(
-            format!("channelgate amqp-bridge {}", std::process::id()),
-        ));
-        let conn = tokio::time::timeout(
-            Duration::from_secs(10),
-            Connection::connect_with_runtime(&self.url, props, async_rs::Runtime::tokio_current()),
-        )
-        .await
-        .map_err(|_| {
-            lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(
-                lapin::ConnectionState::Closed,
-            ))
-        })??;
+        let name = format!("channelgate amqp-bridge {}", std::process::id());
+        let conn = connection::open(&self.url, name).await?;
         let ch = conn.create_channel().await?;
         let xopts = ExchangeDeclareOptions {
             durable: false,
@@ -135,11 +124,11 @@ impl Bridge {
 
     async fn run(&self, mut shutdown: ShutdownWatch) {
         let target = redact(&self.url);
-        let mut failures = 0u32;
+        let mut backoff = Backoff::default();
         while !*shutdown.borrow() {
             match self.connect().await {
                 Ok((conn, ch)) => {
-                    failures = 0;
+                    backoff.reset();
                     tracing::info!(broker = %target, exchange = %self.cfg.exchange, queue = %self.queue, "amqp-bridge connected");
                     *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = Some(ch.clone());
                     self.up.store(true, Ordering::SeqCst);
@@ -153,18 +142,12 @@ impl Bridge {
                         }
                     }
                 }
-                Err(e) if failures == 0 => {
+                Err(e) if backoff.first() => {
                     tracing::warn!(broker = %target, error = %e, "amqp-bridge cannot connect; retrying")
                 }
                 Err(_) => {}
             }
-            failures += 1;
-            let wait =
-                Duration::from_millis(200 * (1 << failures.min(6))).min(Duration::from_secs(10));
-            tokio::select! {
-                _ = tokio::time::sleep(wait.mul_f64(rand::thread_rng().gen_range(0.5..1.0))) => {}
-                _ = shutdown.changed() => {}
-            }
+            backoff.wait(&mut shutdown).await;
         }
     }
 
@@ -200,7 +183,7 @@ impl Bridge {
                         d.acker.ack(BasicAckOptions::default()).await?;
                     }
                     Some(Err(e)) => return Err(e),
-                    None => return Err(lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed))),
+                    None => return Err(connection::closed()),
                 },
             }
         }
@@ -382,13 +365,10 @@ fn uuid_v4() -> String {
     )
 }
 
-/// Runs a route's bridge as a Pingora background service, so it sees shutdown.
-pub struct BridgeService(pub Arc<Bridge>);
-
 #[async_trait]
-impl BackgroundService for BridgeService {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        self.0.run(shutdown).await;
+impl Supervise for Bridge {
+    async fn supervise(&self, shutdown: ShutdownWatch) {
+        self.run(shutdown).await;
     }
 }
 
