@@ -5,50 +5,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::ws::*;
 use common::*;
-use futures::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use futures::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-
-type Ws = WebSocketStream<TcpStream>;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn connect(addr: &str, path: &str) -> Ws {
-    let req = format!("ws://{addr}{path}").into_client_request().unwrap();
-    let stream = TcpStream::connect(addr).await.unwrap();
-    tokio_tungstenite::client_async(req, stream)
-        .await
-        .unwrap()
-        .0
-}
-
-async fn next_text(ws: &mut Ws) -> String {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(15), ws.next())
-            .await
-            .expect("a message within 15s")
-        {
-            Some(Ok(Message::Text(t))) => return t.to_string(),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
-}
-
-async fn quiet(ws: &mut Ws) {
-    if let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(700), ws.next()).await {
-        assert!(matches!(m, Message::Ping(_)), "unexpected message {m:?}");
-    }
-}
 
 const ROUTES: &str =
     "[broker]\nkind = \"amqp\"\n\n[[ws]]\npath = \"/ws/{g}/\"\ngroups = [\"{g}\"]\n";

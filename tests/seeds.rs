@@ -7,23 +7,13 @@ mod common;
 
 use std::time::Duration;
 
+use common::ws::*;
 use common::*;
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-
-type Ws = WebSocketStream<TcpStream>;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Starts channelgate from conf/examples/<name>.toml, changing only where it listens and
 /// where the app is.
@@ -51,39 +41,6 @@ fn from_example(dir: &std::path::Path, name: &str, app: &Bind) -> Channelgate {
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(&config, out).unwrap();
     Channelgate::start_with(dir, config, port, admin_port, false)
-}
-
-async fn connect(addr: &str, path: &str, cookie: &str) -> Ws {
-    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
-    if !cookie.is_empty() {
-        req.headers_mut().insert("cookie", cookie.parse().unwrap());
-    }
-    let stream = TcpStream::connect(addr).await.unwrap();
-    tokio_tungstenite::client_async(req, stream)
-        .await
-        .unwrap()
-        .0
-}
-
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(15), ws.next())
-            .await
-            .expect("a message within 15s")
-        {
-            Some(Ok(Message::Text(t))) => {
-                return serde_json::from_str(&t).unwrap_or(Value::String(t.to_string()))
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
-}
-
-async fn quiet(ws: &mut Ws) {
-    if let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(700), ws.next()).await {
-        assert!(matches!(m, Message::Ping(_)), "unexpected message {m:?}");
-    }
 }
 
 /// Logs in through channelgate and returns the Cookie header value.
@@ -129,7 +86,13 @@ fn catmaid_example_session_login_and_updates() {
     let cg = from_example(dir.path(), "catmaid", &app.bind);
     let cookie = login(&cg, "/accounts/login/", "alice");
     let rt = rt();
-    let mut ws = rt.block_on(connect(&cg.addr(), "/channels/updates/", &cookie));
+    let mut ws = rt
+        .block_on(connect_with(
+            &cg.addr(),
+            "/channels/updates/",
+            &[("cookie", &cookie)],
+        ))
+        .unwrap();
     let payload = json!({"event": "node-moved", "payload": {"id": 7}}).to_string();
     let r = client()
         .post(format!(
@@ -171,7 +134,13 @@ fn awx_example_subscriptions_authorization_and_delivery() {
     let cookie = login(&cg, "/awx/login/", "alice");
     let csrf = cookie_value(&cookie, "csrftoken");
     let rt = rt();
-    let mut ws = rt.block_on(connect(&cg.addr(), "/websocket/", &cookie));
+    let mut ws = rt
+        .block_on(connect_with(
+            &cg.addr(),
+            "/websocket/",
+            &[("cookie", &cookie)],
+        ))
+        .unwrap();
     let send = |ws: &mut Ws, v: Value| {
         rt.block_on(ws.send(Message::Text(v.to_string().into())))
             .unwrap()
@@ -291,7 +260,7 @@ fn clu_example_commands_a_real_actor_and_relays_its_replies() {
     });
     let rt = rt();
     rt.block_on(async {
-        let mut ws = connect(&cg.addr(), "/ws", "").await;
+        let mut ws = connect(&cg.addr(), "/ws").await;
         let cmd =
             json!({"consumer": actor_name, "command_string": "ping", "command_id": "id-1234"});
         ws.send(Message::Text(cmd.to_string().into()))

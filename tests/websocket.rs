@@ -5,78 +5,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::ws::*;
 use common::*;
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
-
-type Ws = WebSocketStream<TcpStream>;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn connect(addr: &str, path: &str, headers: &[(&str, &str)]) -> Result<Ws, WsError> {
-    let mut req = format!("ws://{addr}{path}").into_client_request()?;
-    for (k, v) in headers {
-        let name = http::HeaderName::from_bytes(k.as_bytes()).unwrap();
-        req.headers_mut().insert(name, v.parse().unwrap());
-    }
-    let stream = TcpStream::connect(addr).await.map_err(WsError::Io)?;
-    Ok(tokio_tungstenite::client_async(req, stream).await?.0)
-}
-
-fn refused_status(r: Result<Ws, WsError>) -> u16 {
-    match r {
-        Err(WsError::Http(resp)) => resp.status().as_u16(),
-        Err(e) => panic!("expected an HTTP refusal, got {e}"),
-        Ok(_) => panic!("expected an HTTP refusal, got a 101"),
-    }
-}
-
-/// The next text message, skipping pings.
-async fn next_text(ws: &mut Ws) -> String {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a message within 10s")
-        {
-            Some(Ok(Message::Text(t))) => return t.to_string(),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
-}
-
-/// The close code the server sends.
-async fn close_code(ws: &mut Ws) -> u16 {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a close within 10s")
-        {
-            Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
-            Some(Ok(Message::Close(None))) => return 1005,
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => panic!("connection failed instead of closing: {e}"),
-            None => return 1006,
-        }
-    }
-}
-
-/// Nothing arrives for a while.
-async fn quiet(ws: &mut Ws) {
-    if let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
-        assert!(matches!(m, Message::Ping(_)), "unexpected message {m:?}");
-    }
-}
+use tokio_tungstenite::tungstenite::Message;
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -183,7 +117,7 @@ fn catmaid_updates_reach_the_logged_in_user_and_anonymous_is_refused() {
 
     let rt = rt();
     assert_eq!(
-        refused_status(rt.block_on(connect(&s.cg.addr(), "/channels/updates/", &[]))),
+        refused_status(rt.block_on(connect_with(&s.cg.addr(), "/channels/updates/", &[]))),
         403
     );
     assert_eq!(
@@ -203,9 +137,9 @@ fn chat_room_members_see_each_other_and_other_rooms_do_not() {
     let rt = rt();
     rt.block_on(async {
         let addr = s.cg.addr();
-        let mut a = connect(&addr, "/ws/chat/lobby/", &[]).await.unwrap();
-        let mut b = connect(&addr, "/ws/chat/lobby/", &[]).await.unwrap();
-        let mut c = connect(&addr, "/ws/chat/other/", &[]).await.unwrap();
+        let mut a = connect_with(&addr, "/ws/chat/lobby/", &[]).await.unwrap();
+        let mut b = connect_with(&addr, "/ws/chat/lobby/", &[]).await.unwrap();
+        let mut c = connect_with(&addr, "/ws/chat/other/", &[]).await.unwrap();
         a.send(Message::Text("hello from a".into())).await.unwrap();
         assert_eq!(next_text(&mut a).await, "hello from a");
         assert_eq!(next_text(&mut b).await, "hello from a");
@@ -224,8 +158,8 @@ fn inbound_http_reply_reaches_the_sender_only() {
     let s = setup("[[ws]]\npath = \"/ws/rpc/{room}/\"\ngroups = [\"rpc-{room}\"]\ninbound = { http = \"/ws/receive/\" }\n");
     rt().block_on(async {
         let addr = s.cg.addr();
-        let mut a = connect(&addr, "/ws/rpc/lobby/", &[]).await.unwrap();
-        let mut b = connect(&addr, "/ws/rpc/lobby/", &[]).await.unwrap();
+        let mut a = connect_with(&addr, "/ws/rpc/lobby/", &[]).await.unwrap();
+        let mut b = connect_with(&addr, "/ws/rpc/lobby/", &[]).await.unwrap();
         a.send(Message::Text("ping".into())).await.unwrap();
         assert_eq!(next_text(&mut a).await, "reply to anonymous in lobby: ping");
         // An empty answer sends nothing; an app error is counted and the socket lives.
@@ -256,20 +190,25 @@ fn refusals_origin_handshake_auth_and_plain_get() {
     rt.block_on(async {
         assert_eq!(
             refused_status(
-                connect(&addr, "/ws/open/", &[("origin", "https://evil.example")]).await
+                connect_with(&addr, "/ws/open/", &[("origin", "https://evil.example")]).await
             ),
             403
         );
-        connect(&addr, "/ws/open/", &[("origin", "https://app.example.org")])
+        connect_with(&addr, "/ws/open/", &[("origin", "https://app.example.org")])
             .await
             .unwrap();
-        assert_eq!(refused_status(connect(&addr, "/ws/slow/", &[]).await), 503);
         assert_eq!(
-            refused_status(connect(&addr, "/ws/broken/", &[]).await),
+            refused_status(connect_with(&addr, "/ws/slow/", &[]).await),
             503
         );
         assert_eq!(
-            refused_status(connect(&addr, "/ws/open/", &[("sec-websocket-version", "8")]).await),
+            refused_status(connect_with(&addr, "/ws/broken/", &[]).await),
+            503
+        );
+        assert_eq!(
+            refused_status(
+                connect_with(&addr, "/ws/open/", &[("sec-websocket-version", "8")]).await
+            ),
             426
         );
     });
@@ -294,7 +233,7 @@ fn oversized_and_invalid_utf8_frames_close_with_1009_and_1007() {
     let s = setup("[[ws]]\npath = \"/ws/echo/\"\ninbound = \"echo\"\nmax_message = \"1KiB\"\n");
     rt().block_on(async {
         let addr = s.cg.addr();
-        let mut ws = connect(&addr, "/ws/echo/", &[]).await.unwrap();
+        let mut ws = connect_with(&addr, "/ws/echo/", &[]).await.unwrap();
         ws.send(Message::Text("small".into())).await.unwrap();
         assert_eq!(next_text(&mut ws).await, "small");
         ws.send(Message::Text("x".repeat(2048).into())).await.unwrap();
@@ -324,8 +263,8 @@ fn a_client_that_stops_reading_is_closed_without_delaying_others() {
     let rt = rt();
     let addr = s.cg.addr();
     let (mut good, stalled) = rt.block_on(async {
-        let good = connect(&addr, "/ws/feed/", &[]).await.unwrap();
-        let stalled = connect(&addr, "/ws/feed/", &[]).await.unwrap();
+        let good = connect_with(&addr, "/ws/feed/", &[]).await.unwrap();
+        let stalled = connect_with(&addr, "/ws/feed/", &[]).await.unwrap();
         (good, stalled)
     });
     // The good client reads everything as it comes; the stalled one never reads.
@@ -356,7 +295,9 @@ fn a_client_that_stops_reading_is_closed_without_delaying_others() {
 fn publish_api_validates_and_counts() {
     let s = setup("[[ws]]\npath = \"/ws/x/\"\ngroups = [\"x\"]\n");
     let rt = rt();
-    let mut ws = rt.block_on(connect(&s.cg.addr(), "/ws/x/", &[])).unwrap();
+    let mut ws = rt
+        .block_on(connect_with(&s.cg.addr(), "/ws/x/", &[]))
+        .unwrap();
     let (status, body) = publish(
         &s.cg,
         "x",
@@ -464,7 +405,11 @@ fn sigterm_closes_every_client_with_1001() {
     let mut clients = rt.block_on(async {
         let mut v = Vec::new();
         for i in 0..5 {
-            v.push(connect(&addr, &format!("/ws/c{i}/"), &[]).await.unwrap());
+            v.push(
+                connect_with(&addr, &format!("/ws/c{i}/"), &[])
+                    .await
+                    .unwrap(),
+            );
         }
         v
     });

@@ -3,6 +3,8 @@
 //! them to be ready, and stops them when dropped.
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
