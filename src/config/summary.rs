@@ -5,7 +5,7 @@ use std::fmt::Write;
 use super::values::show_duration;
 use super::Config;
 use crate::upstream::HealthCheckKind;
-use crate::ws::config::{Inbound, Origins};
+use crate::ws::config::{Inbound, Origins, Protocol};
 
 pub fn render(c: &Config) -> String {
     let mut out = String::new();
@@ -76,13 +76,19 @@ pub fn render(c: &Config) -> String {
     }
     for r in &c.ws {
         let groups: Vec<String> = r.groups.iter().map(|g| g.to_string()).collect();
-        line(format!("  - {}  groups [{}]", r.path, groups.join(", ")));
+        let protocol = match &r.protocol {
+            Protocol::Channels => "channels".to_string(),
+            Protocol::Awx => format!("awx (max {} groups)", r.max_groups),
+            Protocol::AmqpBridge(b) => format!("amqp-bridge to {} {:?} as {}", b.exchange, b.bindings, b.commander),
+        };
+        line(format!("  - {}  protocol {protocol}, groups [{}]", r.path, groups.join(", ")));
         let auth = r
             .auth
             .as_ref()
             .map(|a| format!("GET {} (timeout {})", a.path, show_duration(a.timeout)))
             .unwrap_or_else(|| "none".into());
         let inbound = match &r.inbound {
+            _ if r.protocol != Protocol::Channels => "per the protocol".to_string(),
             Inbound::Drop => "drop".to_string(),
             Inbound::Echo => "echo".to_string(),
             Inbound::Group { group, event_type } => format!("to group {group} as {event_type}"),
