@@ -421,3 +421,20 @@ fn sigterm_closes_every_client_with_1001() {
     });
     assert!(s.cg.proc.wait_exit(Duration::from_secs(10)).success());
 }
+
+#[test]
+fn idle_and_lifetime_limits_close_with_1001() {
+    let s = setup(concat!(
+        "[[ws]]\npath = \"/ws/idle/\"\nidle_timeout = \"1s\"\nping_interval = \"0s\"\n",
+        "[[ws]]\npath = \"/ws/short/\"\nmax_lifetime = \"1s\"\n",
+    ));
+    let rt = rt();
+    let addr = s.cg.addr();
+    rt.block_on(async {
+        let mut idle = connect(&addr, "/ws/idle/").await;
+        let mut short = connect(&addr, "/ws/short/").await;
+        assert_eq!(close_code(&mut idle).await, 1001);
+        assert_eq!(close_code(&mut short).await, 1001);
+    });
+    assert_eq!(s.cg.metric("channelgate_ws_closes_total{code=\"1001\"}"), 2.0);
+}

@@ -79,9 +79,16 @@ pub fn render(c: &Config) -> String {
         let protocol = match &r.protocol {
             Protocol::Channels => "channels".to_string(),
             Protocol::Awx => format!("awx (max {} groups)", r.max_groups),
-            Protocol::AmqpBridge(b) => format!("amqp-bridge to {} {:?} as {}", b.exchange, b.bindings, b.commander),
+            Protocol::AmqpBridge(b) => format!(
+                "amqp-bridge to {} {:?} as {}",
+                b.exchange, b.bindings, b.commander
+            ),
         };
-        line(format!("  - {}  protocol {protocol}, groups [{}]", r.path, groups.join(", ")));
+        line(format!(
+            "  - {}  protocol {protocol}, groups [{}]",
+            r.path,
+            groups.join(", ")
+        ));
         let auth = r
             .auth
             .as_ref()

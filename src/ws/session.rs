@@ -109,8 +109,12 @@ pub(super) async fn run(ep: Arc<Endpoint>, conn: Conn, mut ws: Ws) {
     let mut ping = interval_at(TokioInstant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    // Timers are created once and reset, not per message: a busy connection loops often.
     let far = TokioInstant::now() + Duration::from_secs(3600 * 24 * 365 * 10);
-    let lifetime_end = route.max_lifetime.map_or(far, |d| TokioInstant::now() + d);
+    let lifetime = sleep_until(route.max_lifetime.map_or(far, |d| TokioInstant::now() + d));
+    tokio::pin!(lifetime);
+    let idle = sleep_until(route.idle_timeout.map_or(far, |d| TokioInstant::now() + d));
+    tokio::pin!(idle);
     let mut subs = Subscriptions::default();
     let opened = match route.protocol {
         Protocol::Awx => protocols::awx::on_open(&ep, &conn, &mut ws).await,
@@ -125,14 +129,11 @@ pub(super) async fn run(ep: Arc<Endpoint>, conn: Conn, mut ws: Ws) {
         }
     } else {
         loop {
-            let idle_end = route
-                .idle_timeout
-                .map_or(far, |d| TokioInstant::from_std(last_heard + d));
             tokio::select! {
                 _ = shutting_down(&mut shutdown) => break Ending::server(1001, "server shutting down"),
                 code = kick.kicked() => break Ending::server(code, "too slow: messages queued faster than the client reads"),
-                _ = sleep_until(lifetime_end) => break Ending::server(1001, "connection lifetime reached"),
-                _ = sleep_until(idle_end) => break Ending::server(1001, "idle timeout"),
+                _ = &mut lifetime, if route.max_lifetime.is_some() => break Ending::server(1001, "connection lifetime reached"),
+                _ = &mut idle, if route.idle_timeout.is_some() => break Ending::server(1001, "idle timeout"),
                 _ = ping.tick(), if route.ping_interval.is_some() => {
                     if last_heard.elapsed() > ping_every * 2 {
                         break Ending { code: 1006, by: "server", reason: "no answer to pings".into() };
@@ -153,6 +154,9 @@ pub(super) async fn run(ep: Arc<Endpoint>, conn: Conn, mut ws: Ws) {
                 },
                 frame = ws.next() => {
                     last_heard = Instant::now();
+                    if let Some(d) = route.idle_timeout {
+                        idle.as_mut().reset(TokioInstant::from_std(last_heard + d));
+                    }
                     match frame {
                         None => break Ending { code: 1006, by: "client", reason: "connection dropped".into() },
                         Some(Err(e)) => break read_error(&e),
