@@ -436,5 +436,8 @@ fn idle_and_lifetime_limits_close_with_1001() {
         assert_eq!(close_code(&mut idle).await, 1001);
         assert_eq!(close_code(&mut short).await, 1001);
     });
-    assert_eq!(s.cg.metric("channelgate_ws_closes_total{code=\"1001\"}"), 2.0);
+    assert_eq!(
+        s.cg.metric("channelgate_ws_closes_total{code=\"1001\"}"),
+        2.0
+    );
 }
