@@ -220,11 +220,13 @@ pub(super) async fn run(ep: Arc<Endpoint>, conn: Conn, mut ws: Ws) {
                             frames_in += 1;
                             let kind = if m.is_text() { "text" } else { "binary" };
                             ep.metrics.ws.frames_in.with_label_values(&[kind]).inc();
-                            let handled = match &route.protocol {
-                                Protocol::Channels => inbound::handle(&ep, &conn, &mut ws, m).await,
-                                Protocol::Awx => protocols::awx::handle(&ep, &conn, &mut ws, &member, &mut subs, m).await,
+                            // Boxed: these futures (an HTTP call to the app, an AMQP publish) are
+                        // large and rare; inline they would sit in every idle connection's task.
+                        let handled = match &route.protocol {
+                                Protocol::Channels => Box::pin(inbound::handle(&ep, &conn, &mut ws, m)).await,
+                                Protocol::Awx => Box::pin(protocols::awx::handle(&ep, &conn, &mut ws, &member, &mut subs, m)).await,
                                 Protocol::AmqpBridge(_) => {
-                                    protocols::bridge::handle(&ep, &conn, m).await;
+                                    Box::pin(protocols::bridge::handle(&ep, &conn, m)).await;
                                     Ok(())
                                 }
                             };
