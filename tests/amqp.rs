@@ -209,3 +209,49 @@ fn daphne_consumers_and_channelgate_clients_share_a_group() {
         assert_eq!(next_text(&mut on_daphne).await, "from daphne");
     });
 }
+
+#[test]
+fn one_connection_is_addressed_by_its_channel_name() {
+    if !rabbitmq_available() {
+        return;
+    }
+    let dir = tempdir();
+    let app = Gunicorn::start(dir.path(), "a", Bind::Tcp(free_port()));
+    let cg = Channelgate::start(
+        dir.path(),
+        "",
+        &format!(
+            "[upstream]\nservers = [\"{}\"]\n[broker]\nkind = \"amqp\"\n[[ws]]\npath = \"/ws/{{g}}/\"\ngroups = [\"{{g}}\"]\ninbound = {{ http = \"/ws/my-channel/\" }}\n",
+            app.bind.config_addr()
+        ),
+    );
+    wait_for("broker connected", Duration::from_secs(20), || {
+        cg.metric("channelgate_broker_up") == 1.0
+    });
+    let g = unique("chan");
+    let rt = rt();
+    let (mut me, mut other) = rt.block_on(async {
+        (
+            connect(&cg.addr(), &format!("/ws/{g}/")).await,
+            connect(&cg.addr(), &format!("/ws/{g}/")).await,
+        )
+    });
+    rt.block_on(me.send(Message::Text("who am i".into())))
+        .unwrap();
+    let channel = rt.block_on(next_text(&mut me));
+    assert!(
+        channel.starts_with("channels_") && channel.contains('!'),
+        "{channel}"
+    );
+    // channels_rabbitmq's send(channel, msg), by hand, and channelgate's /send/{channel}.
+    amqp_publish(&["--channel", &channel, "--text", "just for you"]);
+    assert_eq!(rt.block_on(next_text(&mut me)), "just for you");
+    let r = client()
+        .post(format!("http://127.0.0.1:{}/send/{channel}", cg.admin_port))
+        .body("again")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(rt.block_on(next_text(&mut me)), "again");
+    rt.block_on(quiet(&mut other));
+}

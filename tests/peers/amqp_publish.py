@@ -21,7 +21,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672/%2f")
     p.add_argument("--exchange", default="groups")
-    p.add_argument("--group", required=True)
+    p.add_argument("--group", help="a group (exchange groups) ...")
+    p.add_argument("--channel", help="... or one channel (default exchange, routing key = its queue)")
     p.add_argument("--text")
     p.add_argument("--type", default="x.y")
     p.add_argument("--count", type=int, default=1)
@@ -32,6 +33,8 @@ def main():
     a = p.parse_args()
     conn = pika.BlockingConnection(pika.URLParameters(a.url))
     ch = conn.channel()
+    if not (a.group or a.channel):
+        p.error("--group or --channel is required")
     # Passive: the exchange belongs to the layer (direct, non-durable); never redeclare it.
     ch.exchange_declare(a.exchange, passive=True)
     props = pika.BasicProperties(content_type=a.content_type) if a.content_type else None
@@ -47,10 +50,15 @@ def main():
             props = pika.BasicProperties(content_type="application/json")
         else:
             text = a.text if a.count == 1 else f"{a.text} {i}"
-            body = msgpack.packb({"type": a.type, "text": text, "__asgi_group__": a.group}, use_bin_type=True)
-        ch.basic_publish(a.exchange, a.group, body, properties=props)
+            target = {"__asgi_channel__": a.channel} if a.channel else {"__asgi_group__": a.group}
+            body = msgpack.packb({"type": a.type, "text": text, **target}, use_bin_type=True)
+        if a.channel:
+            # channels_rabbitmq's send(): default exchange, routing key = the channel's queue.
+            ch.basic_publish("", a.channel.split("!")[0], body, properties=props)
+        else:
+            ch.basic_publish(a.exchange, a.group, body, properties=props)
     conn.close()
-    print(f"published {a.count} to {a.group}")
+    print(f"published {a.count} to {a.channel or a.group}")
 
 
 if __name__ == "__main__":

@@ -44,3 +44,10 @@ def awx_ws_authorize(request):
     if key in ("job_events", "jobs") and oid in JOBS_READABLE.get(request.user.username, set()):
         return HttpResponse(status=204)
     return HttpResponseForbidden()
+
+
+@csrf_exempt
+def my_channel(request):
+    """Inbound-HTTP target that answers with the sender's channel name, so a test client
+    can learn how to be addressed alone (channels_rabbitmq's __asgi_channel__)."""
+    return HttpResponse(request.headers.get("X-Channelgate-Channel", ""), content_type="text/plain")

@@ -21,6 +21,7 @@ urlpatterns = [
     re_path(r"^notify-me/?$", views.notify_me),
     re_path(r"^ws/receive/?$", views.ws_receive),
     re_path(r"^api/v2/ping/?$", views.healthz),  # AWX's health check path (conf/examples/awx.toml)
+    re_path(r"^ws/my-channel/?$", seed_views.my_channel),
     re_path(r"^awx/login/?$", seed_views.awx_login),
     re_path(r"^channels/auth/?$", seed_views.catmaid_ws_auth),
     re_path(r"^api/channelgate/ws-auth/?$", seed_views.awx_ws_auth),
