@@ -1,0 +1,510 @@
+#!/usr/bin/env python3
+"""Helpers for benches/fanout/run.sh and benches/idle/run.sh (standard library only).
+
+    benchlib.py freeport                              a free TCP port on 127.0.0.1
+    benchlib.py machine                               JSON: nproc, kernel, CPU, memory
+    benchlib.py versions REPO BIN VENV_PYTHON         JSON: channelgate, rustc, daphne, ...
+    benchlib.py metrics ADMIN_URL                     JSON: channelgate_* families summed
+    benchlib.py wait-metric ADMIN_URL NAME MIN SECS [LABELS]  poll until sum(NAME{LABELS..}) >= MIN
+    benchlib.py wait-metric-max ADMIN_URL NAME MAX SECS       poll until sum(NAME) <= MAX
+    benchlib.py quiet MAX_PCT WAIT_S                  wait for CPU busy <= MAX_PCT; JSON reading
+    benchlib.py proc PID                              JSON: cpu_s, rss_kib, peak_rss_kib, threads
+    benchlib.py last-json FILE                        the last JSON object line of FILE
+    benchlib.py fanout-record ARGS...                 compose + append one fanout JSON line
+    benchlib.py fanout-table RESULTS RUN_ID           the table of one run
+    benchlib.py idle-record ARGS...                   compose + append one idle JSON line
+    benchlib.py idle-table RESULTS RUN_ID             the table of one run
+
+Every network access here goes to 127.0.0.1.
+"""
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+
+def freeport():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def sh(cmd, timeout=20):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, shell=isinstance(cmd, str))
+        return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr).strip() else ""
+    except Exception as e:  # noqa: BLE001 - a version string is best effort
+        return f"unknown ({type(e).__name__})"
+
+
+def machine():
+    cpu = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kib = 0
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "kernel": platform.release(),
+        "cpu": cpu,
+        "mem_gib": round(mem_kib / 1048576, 1),
+        "os": sh(". /etc/os-release && echo \"$PRETTY_NAME\""),
+        "nofile_hard": sh("ulimit -Hn"),
+    }
+
+
+def binary_mtime(path):
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(os.stat(path).st_mtime))
+    except OSError:
+        return None
+
+
+def versions(repo, binary, venv_python):
+    def git(*a):
+        return sh(["git", "-C", repo, *a])
+
+    pyver = {}
+    try:
+        out = subprocess.run(
+            [venv_python, "-c",
+             "import json, importlib.metadata as m; print(json.dumps({p: m.version(p) for p in "
+             "['daphne', 'channels', 'channels-rabbitmq', 'Django', 'Twisted', 'websockets']}))"],
+            capture_output=True, text=True, timeout=30)
+        pyver = json.loads(out.stdout)
+    except Exception as e:  # noqa: BLE001
+        pyver = {"error": str(e)}
+    modified = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"],
+                              capture_output=True, text=True).stdout.strip().splitlines()
+    return {
+        "channelgate": git("describe", "--always", "--dirty"),
+        "channelgate_commit": git("rev-parse", "HEAD"),
+        "channelgate_modified_tracked_files": len(modified),
+        "channelgate_binary": sh([binary, "--version"]),
+        # With --no-build the binary may be older than the tree `channelgate` describes.
+        "channelgate_binary_mtime": binary_mtime(binary),
+        "channelgate_binary_sha256": sh(["sha256sum", binary]).split(" ")[0],
+        "rustc": sh(["rustc", "--version"]),
+        "python": sh([venv_python, "--version"]),
+        "python_packages": pyver,
+        "rabbitmq": sh("dpkg-query -W -f='${Version}' rabbitmq-server"),
+        "erlang": sh("dpkg-query -W -f='${Version}' erlang-base"),
+        "pushpin": sh("dpkg-query -W -f='${Version}' pushpin 2>/dev/null || true"),
+        "nchan": sh("dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || true"),
+    }
+
+
+METRIC_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+
+
+def metrics(admin):
+    """channelgate_* samples: family -> {labels or "": value}."""
+    with urllib.request.urlopen(admin.rstrip("/") + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = METRIC_RE.match(line)
+        if not m or not m.group(1).startswith("channelgate_"):
+            continue
+        name, labels, value = m.group(1), m.group(2) or "", m.group(3)
+        if name.endswith("_bucket"):
+            continue
+        try:
+            out.setdefault(name, {})[labels] = float(value)
+        except ValueError:
+            pass
+    return out
+
+
+def metric_sum(ms, name, label_filter=""):
+    return sum(v for k, v in ms.get(name, {}).items() if label_filter in k)
+
+
+def wait_metric(admin, name, bound, secs, label_filter="", at_most=False):
+    """Polls until sum(name) >= bound (or <= bound with at_most)."""
+    deadline = time.time() + secs
+    last = None
+    while time.time() < deadline:
+        try:
+            last = metric_sum(metrics(admin), name, label_filter)
+            if (last <= bound) if at_most else (last >= bound):
+                print(int(last))
+                return 0
+        except OSError:
+            pass
+        time.sleep(0.1)
+    print(f"{name}{label_filter} = {last}, wanted {'<=' if at_most else '>='} {bound}", file=sys.stderr)
+    return 1
+
+
+def cpu_busy(interval=0.5):
+    """Share of all CPUs busy over `interval` seconds, in percent (from /proc/stat)."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + (v[4] if len(v) > 4 else 0)
+        return sum(v), idle
+    t0, i0 = snap()
+    time.sleep(interval)
+    t1, i1 = snap()
+    return round(100.0 * (1 - (i1 - i0) / max(1, t1 - t0)), 1)
+
+
+def quiet(max_pct, wait_s):
+    """Waits (at most wait_s) until the machine is at most max_pct busy; reports the reading."""
+    start = time.time()
+    busy = cpu_busy()
+    while busy > max_pct and time.time() - start < wait_s:
+        time.sleep(1)
+        busy = cpu_busy()
+    return {"busy_pct": busy, "waited_s": round(time.time() - start, 1), "quiet": busy <= max_pct,
+            "loadavg_1m": float(open("/proc/loadavg").read().split()[0])}
+
+
+def _proc_one(pid, tck):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    st = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            st[k] = v.strip()
+    kib = lambda k: int(st.get(k, "0 kB").split()[0])  # noqa: E731
+    return {"ppid": int(fields[1]), "cpu_s": (int(fields[11]) + int(fields[12])) / tck,
+            "rss_kib": kib("VmRSS"), "peak_rss_kib": kib("VmHWM"), "threads": int(st.get("Threads", "0"))}
+
+
+def proc(pid):
+    """CPU time and memory of PID plus its direct children (nginx's workers), summed."""
+    tck = os.sysconf("SC_CLK_TCK")
+    pid = int(pid)
+    total = _proc_one(pid, tck)
+    procs = 1
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == pid:
+            continue
+        try:
+            c = _proc_one(int(d), tck)
+        except (OSError, ValueError, IndexError):
+            continue
+        if c["ppid"] == pid:
+            procs += 1
+            for k in ("cpu_s", "rss_kib", "peak_rss_kib", "threads"):
+                total[k] += c[k]
+    total.pop("ppid")
+    total["cpu_s"] = round(total["cpu_s"], 3)
+    total["processes"] = procs
+    return total
+
+
+def last_json(path):
+    try:
+        lines = open(path).read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    return None
+
+
+def load(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def append(results, rec):
+    os.makedirs(os.path.dirname(results), exist_ok=True)
+    with open(results, "a") as f:
+        f.write(json.dumps(rec, sort_keys=False) + "\n")
+
+
+# ------------------------------------------------------------------------- fanout ---
+
+# Counter families whose change over one scenario is kept in the JSON.
+CG_DELTAS = [
+    "channelgate_hub_delivered_total", "channelgate_hub_dropped_total",
+    "channelgate_ws_frames_sent_total", "channelgate_ws_closes_total",
+    "channelgate_messages_published_total", "channelgate_broker_consumed_total",
+    "channelgate_broker_published_total", "channelgate_broker_decode_failures_total",
+    "channelgate_broker_reconnects_total", "channelgate_ws_connects_total",
+]
+
+
+def deltas(before, after):
+    out = {}
+    for fam in CG_DELTAS:
+        keys = set(before.get(fam, {})) | set(after.get(fam, {}))
+        for k in sorted(keys):
+            d = after.get(fam, {}).get(k, 0) - before.get(fam, {}).get(k, 0)
+            if d:
+                out[fam.replace("channelgate_", "") + k] = d
+    return out
+
+
+def fanout_record(a):
+    """a: dict of paths and values from run.sh (see the argument list there)."""
+    fan = last_json(a["fanout_out"]) or {}
+    pub = last_json(a["publish_out"]) or {}
+    sb, sa = load(a["server_before"], {}), load(a["server_after"], {})
+    rb, ra = load(a["rabbit_before"], {}), load(a["rabbit_after"], {})
+    mb, ma = load(a["metrics_before"], {}), load(a["metrics_after"], {})
+    r = fan.get("results", {})
+    lat = r.get("latency_ms", {})
+    rec = {
+        "bench": "fanout",
+        "run_id": a["run_id"],
+        "target": a["target"],
+        "scenario": a["scenario"],
+        "n": int(a["n"]),
+        "messages": int(a["messages"]),
+        "rate": float(a["rate"]),
+        "summary": {
+            "deliveries_per_s": r.get("deliveries_per_s"),
+            "expected": r.get("expected"),
+            "delivered": r.get("delivered"),
+            "lost": r.get("lost"),
+            "loss_pct": r.get("loss_pct"),
+            "p50_ms": lat.get("p50"),
+            "p99_ms": lat.get("p99"),
+            "max_ms": lat.get("max"),
+            "connect_failed": fan.get("connect", {}).get("failed"),
+            "published_ok": pub.get("results", {}).get("ok"),
+            "published_failed": pub.get("results", {}).get("failed"),
+            "server_cpu_s": round(sa.get("cpu_s", 0) - sb.get("cpu_s", 0), 3) if sa and sb else None,
+            "rabbitmq_cpu_s": round(ra.get("cpu_s", 0) - rb.get("cpu_s", 0), 3) if ra and rb else None,
+            "server_rss_kib": sa.get("rss_kib"),
+            "client_cpu_s": fan.get("client_process", {}).get("cpu_s"),
+            "stop": r.get("stop"),
+            "busy_before_pct": load(a.get("quiet", ""), {}).get("busy_pct"),
+            "ok": bool(fan) and bool(pub),
+        },
+        "server": {"before": sb, "after": sa, "log_problems": load(a["log_problems"], [])},
+        "machine_load_before": load(a.get("quiet", ""), {}),
+        "channelgate_metrics_delta": deltas(mb, ma) if ma else None,
+        "fanout": fan,
+        "publish": pub,
+        "params": load(a["params"], {}),
+        "machine": load(a["machine"], {}),
+        "versions": load(a["versions"], {}),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    append(a["results"], rec)
+
+
+def fmt(v, nd=1):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def fanout_table(results, run_id):
+    recs = []
+    for line in open(results):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("run_id") == run_id and rec.get("bench") == "fanout":
+            recs.append(rec)
+    if not recs:
+        print("no results for run", run_id)
+        return
+    hdr = (f"{'N':>6} {'scenario':<10} {'target':<19} {'deliv/s':>10} {'delivered/expected':>20} "
+           f"{'loss%':>6} {'p50 ms':>8} {'p99 ms':>9} {'max ms':>9} {'srv cpu s':>9} {'mq cpu s':>8} {'cli cpu s':>9}")
+    print(hdr)
+    by = {}
+    for rec in recs:
+        s = rec["summary"]
+        if s.get("client_cpu_s") is None:
+            s["client_cpu_s"] = rec.get("fanout", {}).get("client_process", {}).get("cpu_s")
+        by[(rec["n"], rec["scenario"], rec["target"])] = s
+        de = f"{fmt(s['delivered'])}/{fmt(s['expected'])}"
+        print(f"{rec['n']:>6} {rec['scenario']:<10} {rec['target']:<19} {fmt(s['deliveries_per_s'], 0):>10} {de:>20} "
+              f"{fmt(s['loss_pct'], 2):>6} {fmt(s['p50_ms'], 2):>8} {fmt(s['p99_ms'], 2):>9} {fmt(s['max_ms'], 1):>9} "
+              f"{fmt(s['server_cpu_s'], 2):>9} {fmt(s['rabbitmq_cpu_s'], 2):>8} {fmt(s.get('client_cpu_s'), 2):>9}")
+    print()
+    print("ratios vs the peers (same N and scenario): deliv/s > 1, p50/p99/cpu < 1 favour channelgate")
+    for (n, sc, tg), s in sorted(by.items()):
+        if not tg.startswith("channelgate"):
+            continue
+
+        def ratio(x, y):
+            return f"{x / y:.2f}" if x and y else "-"
+        for peer in ("daphne", "nchan"):
+            d = by.get((n, sc, peer))
+            if not d:
+                continue
+            name = f"{tg}/{peer}"
+            print(f"  N={n:<6} {sc:<10} {name:<26} deliv/s {ratio(s['deliveries_per_s'], d['deliveries_per_s']):>6}"
+                  f"   p50 {ratio(s['p50_ms'], d['p50_ms']):>6}   p99 {ratio(s['p99_ms'], d['p99_ms']):>6}"
+                  f"   server cpu {ratio(s['server_cpu_s'], d['server_cpu_s']):>6}")
+    problems = [(r["target"], r["scenario"], r["n"], p) for r in recs for p in r["server"].get("log_problems", [])]
+    bad = [r for r in recs if (r["summary"].get("lost") or 0) > 0 or r["summary"].get("connect_failed")
+           or r["summary"].get("published_failed") or not r["summary"].get("ok")]
+    if bad or problems:
+        print()
+    for r in recs:
+        if (r["summary"].get("busy_before_pct") or 0) > 25:
+            print(f"WARNING: {r['target']} {r['scenario']} N={r['n']}: the machine was "
+                  f"{r['summary']['busy_before_pct']}% busy before the run (other load); figures are skewed")
+    for r in bad:
+        s = r["summary"]
+        print(f"WARNING: {r['target']} {r['scenario']} N={r['n']}: lost {s.get('lost')}, connect failures "
+              f"{s.get('connect_failed')}, publish failures {s.get('published_failed')}, stop: {s.get('stop')}")
+    for tg, sc, n, p in problems[:20]:
+        print(f"LOG {tg} {sc} N={n}: {p}")
+
+
+# --------------------------------------------------------------------------- idle ---
+
+def idle_record(a):
+    hold = last_json(a["hold_out"]) or {}
+    before, after = load(a["before"], {}), load(a["after"], {})
+    n_open = hold.get("results", {}).get("open_at_end")
+    connected = load(a["ready"], {}).get("connected")
+    delta = (after.get("rss_kib", 0) - before.get("rss_kib", 0)) if before and after else None
+    per = round(delta * 1024 / connected) if delta is not None and connected else None
+    rec = {
+        "bench": "idle",
+        "run_id": a["run_id"],
+        "target": a["target"],
+        "n": int(a["n"]),
+        "summary": {
+            "connected": connected,
+            "open_at_end": n_open,
+            "rss_before_kib": before.get("rss_kib"),
+            "rss_after_kib": after.get("rss_kib"),
+            "rss_delta_kib": delta,
+            "rss_after_close_kib": load(a.get("after_close", ""), {}).get("rss_kib"),
+            "bytes_per_connection": per,
+            "server_threads": after.get("threads"),
+            "connect_failed": hold.get("connect", {}).get("failed"),
+            "connect_p99_ms": hold.get("connect", {}).get("time_ms", {}).get("p99"),
+            "busy_before_pct": load(a.get("quiet", ""), {}).get("busy_pct"),
+        },
+        "server": {"before": before, "after": after, "after_close": load(a.get("after_close", ""), {}),
+                   "log_problems": load(a["log_problems"], [])},
+        "hold": hold,
+        "params": load(a["params"], {}),
+        "machine": load(a["machine"], {}),
+        "versions": load(a["versions"], {}),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    append(a["results"], rec)
+
+
+def idle_table(results, run_id):
+    recs = []
+    for line in open(results):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("run_id") == run_id and rec.get("bench") == "idle":
+            recs.append(rec)
+    print(f"{'N':>7} {'target':<19} {'connected':>9} {'open@end':>8} {'RSS before':>11} {'RSS after':>11} "
+          f"{'delta KiB':>10} {'bytes/conn':>10} {'connect p99 ms':>14} {'RSS after close':>15}")
+    by = {}
+    for r in recs:
+        s = r["summary"]
+        by[(r["n"], r["target"])] = s
+        print(f"{r['n']:>7} {r['target']:<19} {fmt(s['connected']):>9} {fmt(s['open_at_end']):>8} "
+              f"{fmt(s['rss_before_kib']):>11} {fmt(s['rss_after_kib']):>11} {fmt(s['rss_delta_kib']):>10} "
+              f"{fmt(s['bytes_per_connection']):>10} {fmt(s['connect_p99_ms'], 1):>14} {fmt(s.get('rss_after_close_kib')):>15}")
+    for (n, tg), s in sorted(by.items()):
+        for peer in ("daphne", "nchan"):
+            d = by.get((n, peer))
+            if tg.startswith("channelgate") and d and s["bytes_per_connection"] and d["bytes_per_connection"]:
+                print(f"  N={n} {tg}/{peer} bytes per connection: {s['bytes_per_connection'] / d['bytes_per_connection']:.2f}")
+    for r in recs:
+        s = r["summary"]
+        if (s.get("busy_before_pct") or 0) > 25:
+            print(f"WARNING: {r['target']} N={r['n']}: the machine was {s['busy_before_pct']}% busy before the run")
+        if s.get("connect_failed") or (s.get("open_at_end") is not None and s.get("connected") is not None
+                                       and s["open_at_end"] < s["connected"]):
+            print(f"WARNING: {r['target']} N={r['n']}: connect failures {s.get('connect_failed')}, "
+                  f"open at end {s.get('open_at_end')} of {s.get('connected')}")
+        for p in r["server"].get("log_problems", [])[:10]:
+            print(f"LOG {r['target']} N={r['n']}: {p}")
+
+
+def kv(argv):
+    out = {}
+    for a in argv:
+        k, _, v = a.partition("=")
+        out[k] = v
+    return out
+
+
+def main(argv):
+    cmd = argv[1] if len(argv) > 1 else ""
+    if cmd == "freeport":
+        print(freeport())
+    elif cmd == "machine":
+        print(json.dumps(machine()))
+    elif cmd == "versions":
+        print(json.dumps(versions(argv[2], argv[3], argv[4])))
+    elif cmd == "metrics":
+        print(json.dumps(metrics(argv[2])))
+    elif cmd == "wait-metric":
+        label = argv[6] if len(argv) > 6 else ""
+        return wait_metric(argv[2], argv[3], float(argv[4]), float(argv[5]), label)
+    elif cmd == "wait-metric-max":
+        return wait_metric(argv[2], argv[3], float(argv[4]), float(argv[5]), "", at_most=True)
+    elif cmd == "quiet":
+        print(json.dumps(quiet(float(argv[2]), float(argv[3]))))
+    elif cmd == "proc":
+        print(json.dumps(proc(argv[2])))
+    elif cmd == "last-json":
+        v = last_json(argv[2])
+        print(json.dumps(v) if v is not None else "")
+    elif cmd == "fanout-record":
+        fanout_record(kv(argv[2:]))
+    elif cmd == "fanout-last":
+        line = open(argv[2]).read().splitlines()[-1]
+        r = json.loads(line)["summary"]
+        print(f"[fanout] {argv[3]}: {r['delivered']}/{r['expected']} delivered, {r['deliveries_per_s']} deliveries/s, "
+              f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, stop: {r['stop']}")
+    elif cmd == "fanout-table":
+        fanout_table(argv[2], argv[3])
+    elif cmd == "idle-record":
+        idle_record(kv(argv[2:]))
+    elif cmd == "idle-table":
+        idle_table(argv[2], argv[3])
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,424 @@
+#!/usr/bin/env bash
+# Fan-out benchmark: N WebSocket clients in one group, M messages published to the group
+# at a fixed rate and as fast as possible, delivered by
+#   channelgate-memory  channelgate, memory broker, published with POST /publish/<group>
+#   channelgate-amqp    channelgate, RabbitMQ broker, published to RabbitMQ (msgpack)
+#   daphne              daphne 4 + channels_rabbitmq, published to RabbitMQ (same publisher)
+#   nchan               nginx + nchan (Debian libnginx-mod-nchan, installed when missing),
+#                       published with an HTTP POST of the text to its publisher location
+# with the same client tool (cg-load) and the same ~250-byte payload.
+#
+#   benches/fanout/run.sh [--n 1000] [--big] [--messages 100] [--rate 100]
+#                         [--targets channelgate-memory,channelgate-amqp,daphne,nchan]
+#                         [--scenarios rate,burst] [--size 250] [--duration 120]
+#                         [--concurrency 100] [--results FILE] [--quiet-wait 120] [--no-build] [--keep]
+#
+# --big adds N = 10000. Appends one JSON line per (N, scenario, target) to
+# benches/results/fanout.jsonl and prints a table. Loopback only. See README.md.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+HERE="$REPO/benches/fanout"
+RESULTS="$REPO/benches/results/fanout.jsonl"
+BIN="$REPO/target/release/channelgate"
+LOAD="$REPO/benches/load/target/release/cg-load"
+PY="$REPO/.venv/bin/python"
+LIB="$HERE/benchlib.py"
+
+N_LIST=(1000)
+MESSAGES=100
+RATE=100
+SIZE=250
+DURATION=120       # per scenario: the clients give up this long after READY
+IDLE=10            # ... or when nothing arrived for this long once messages flowed
+CONCURRENCY=100    # connection attempts in flight
+TARGETS="channelgate-memory,channelgate-amqp,daphne,nchan"
+SCENARIOS="rate,burst"
+BUILD=1
+KEEP=0
+QUIET_PCT=25       # before each measurement, wait until the machine is at most this busy (CPU %) ...
+QUIET_WAIT=120     # ... for at most this many seconds, then measure anyway and say so
+
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+die() { echo "fanout/run.sh: $*" >&2; exit 1; }
+log() { printf '[fanout %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --n) N_LIST=("${2:?}"); shift 2 ;;
+        --big) N_LIST=(1000 10000); shift ;;
+        --messages) MESSAGES="${2:?}"; shift 2 ;;
+        --rate) RATE="${2:?}"; shift 2 ;;
+        --size) SIZE="${2:?}"; shift 2 ;;
+        --targets) TARGETS="${2:?}"; shift 2 ;;
+        --scenarios) SCENARIOS="${2:?}"; shift 2 ;;
+        --duration) DURATION="${2:?}"; shift 2 ;;
+        --concurrency) CONCURRENCY="${2:?}"; shift 2 ;;
+        --results) RESULTS="${2:?}"; shift 2 ;;
+        --quiet-wait) QUIET_WAIT="${2:?}"; shift 2 ;;
+        --no-build) BUILD=0; shift ;;
+        --keep) KEEP=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown argument: $1" ;;
+    esac
+done
+
+num() { [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a whole number (got '$2')"; }
+for n in "${N_LIST[@]}"; do num --n "$n"; [ "$n" -ge 1 ] && [ "$n" -le 100000 ] || die "--n must be 1..100000"; done
+num --messages "$MESSAGES"; [ "$MESSAGES" -ge 1 ] && [ "$MESSAGES" -le 1000000 ] || die "--messages must be 1..1000000"
+num --size "$SIZE"; [ "$SIZE" -ge 32 ] && [ "$SIZE" -le 65536 ] || die "--size must be 32..65536"
+num --duration "$DURATION"; [ "$DURATION" -ge 5 ] && [ "$DURATION" -le 1800 ] || die "--duration must be 5..1800 (seconds)"
+num --concurrency "$CONCURRENCY"
+[[ "$RATE" =~ ^[0-9]+(\.[0-9]+)?$ ]] && [ "${RATE%.*}" -ge 1 ] || die "--rate must be a positive number (messages/s)"
+IFS=, read -r -a TARGET_LIST <<<"$TARGETS"
+IFS=, read -r -a SCENARIO_LIST <<<"$SCENARIOS"
+for t in "${TARGET_LIST[@]}"; do
+    case "$t" in channelgate-memory|channelgate-amqp|daphne|nchan) ;; *) die "unknown target '$t'" ;; esac
+done
+for s in "${SCENARIO_LIST[@]}"; do
+    case "$s" in rate|burst) ;; *) die "unknown scenario '$s' (rate, burst)" ;; esac
+done
+
+# ------------------------------------------------------------------ setup ---
+[ -x "$PY" ] || "$REPO/scripts/setup"
+"$PY" -c 'import daphne, channels_rabbitmq, msgpack' 2>/dev/null || "$REPO/scripts/setup"
+if [ "$BUILD" = 1 ] || [ ! -x "$BIN" ]; then
+    log "cargo build --release (channelgate)"
+    (cd "$REPO" && timeout 1800 cargo build --release --bin channelgate) >&2 || die "channelgate build failed"
+fi
+if [ "$BUILD" = 1 ] || [ ! -x "$LOAD" ]; then
+    log "cargo build --release (benches/load: cg-load)"
+    (cd "$REPO/benches/load" && timeout 1800 cargo build --release) >&2 || die "cg-load build failed"
+fi
+[ -x "$BIN" ] || die "no $BIN"
+[ -x "$LOAD" ] || die "no $LOAD"
+
+need_amqp=0
+for t in "${TARGET_LIST[@]}"; do case "$t" in channelgate-amqp|daphne) need_amqp=1 ;; esac; done
+if [ "$need_amqp" = 1 ] && ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+    die "RabbitMQ is not listening on 127.0.0.1:5672 (start it: service rabbitmq-server start)"
+fi
+
+NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
+NGINX=/usr/sbin/nginx
+if [[ ",$TARGETS," == *,nchan,* ]] && { [ ! -f "$NCHAN_MODULE" ] || [ ! -x "$NGINX" ]; }; then
+    if [ "$(id -u)" = 0 ]; then
+        log "installing libnginx-mod-nchan (Debian) for the nchan target"
+        { DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends libnginx-mod-nchan \
+            || { DEBIAN_FRONTEND=noninteractive timeout 300 apt-get update -qq \
+                 && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends libnginx-mod-nchan; }; } \
+            >"/tmp/cg-fanout-apt.log" 2>&1 || true
+    fi
+    if [ ! -f "$NCHAN_MODULE" ] || [ ! -x "$NGINX" ]; then
+        log "WARNING: nginx + nchan unavailable (apt-get install libnginx-mod-nchan failed or not root); skipping the nchan target"
+        TARGET_LIST=("${TARGET_LIST[@]/nchan}")
+    fi
+fi
+
+# File descriptors: each server and the client tool hold one per connection.
+max_n=0; for n in "${N_LIST[@]}"; do [ "$n" -gt "$max_n" ] && max_n=$n; done
+hard="$(ulimit -Hn)"
+if [ "$hard" != unlimited ] && [ "$hard" -lt $((max_n + 1024)) ]; then
+    ulimit -Hn $((max_n + 4096)) 2>/dev/null \
+        || die "N=$max_n needs $((max_n + 1024)) open files per process; the hard limit is $hard and cannot be raised here"
+fi
+ulimit -n "$(ulimit -Hn)"
+log "open files limit: $(ulimit -n)"
+
+RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
+TMP="$(mktemp -d /tmp/cg-fanout.XXXXXX)"
+PIDS=()
+SERVER_PID=""
+
+stop_pid() {  # PID: SIGTERM, then SIGKILL after 5 s
+    local pid="$1" i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local rc=$?
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    if [ "$KEEP" = 1 ] || [ "$rc" != 0 ]; then
+        echo "fanout/run.sh: kept $TMP" >&2
+        if [ "$rc" != 0 ]; then
+            for f in "$TMP"/*.log "$TMP"/*.err; do
+                [ -s "$f" ] && { echo "--- tail $f" >&2; tail -n 15 "$f" >&2; }
+            done
+        fi
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Run a private copy: a concurrent `cargo build` may replace target/release/channelgate
+# while the benchmark runs.
+cp -p "$BIN" "$TMP/channelgate"
+BIN="$TMP/channelgate"
+"$PY" "$LIB" machine >"$TMP/machine.json"
+"$PY" "$LIB" versions "$REPO" "$BIN" "$PY" >"$TMP/versions.json"
+RABBIT_PID="$(pgrep -o -x beam.smp 2>/dev/null || true)"   # read-only: its CPU time
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() {  # PORT SECONDS PID
+    local i
+    for i in $(seq $(($2 * 10))); do
+        port_open "$1" && return 0
+        kill -0 "$3" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+proc_json() {  # PID FILE
+    if [ -n "$1" ] && [ -r "/proc/$1/stat" ]; then "$PY" "$LIB" proc "$1" >"$2"; else echo '{}' >"$2"; fi
+}
+# New lines of LOG since byte OFFSET that look like trouble, as a JSON list.
+log_problems() {  # LOG OFFSET OUT
+    { tail -c +"$(($2 + 1))" "$1" 2>/dev/null | grep -aiE 'error|warn|panic|traceback|exception|critical' || true; } \
+        | "$PY" -c 'import json,sys; print(json.dumps([l.rstrip()[:400] for l in sys.stdin][:50]))' >"$3"
+}
+
+# ---------------------------------------------------------------- servers ---
+WS_PORT=""; ADMIN_PORT=""; PUB_PORT=""; SERVER_LOG=""
+
+start_channelgate() {  # memory|amqp
+    local kind="$1" conf="$TMP/channelgate-$1.toml"
+    WS_PORT="$("$PY" "$LIB" freeport)"; ADMIN_PORT="$("$PY" "$LIB" freeport)"
+    SERVER_LOG="$TMP/channelgate-$kind.log"
+    cat >"$conf" <<EOF
+[server]
+listen = ["127.0.0.1:$WS_PORT"]
+threads = 2
+grace_period = "2s"
+upgrade_sock = "$TMP/upgrade-$kind.sock"
+pid_file = "$TMP/channelgate-$kind.pid"
+
+[upstream]
+# Nothing is proxied in this benchmark; the TCP health check of the admin listener
+# keeps the pool (and /readyz) green.
+servers = ["127.0.0.1:$ADMIN_PORT"]
+
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+
+[log]
+level = "warn"
+access_log = false
+
+[broker]
+kind = "$kind"
+
+[[ws]]
+path = "/ws/{g}/"
+groups = ["{g}"]
+ping_interval = "0s"
+send_queue = 1024
+EOF
+    "$BIN" check --config "$conf" >"$TMP/check-$kind.out" 2>&1 || { cat "$TMP/check-$kind.out" >&2; die "channelgate check failed"; }
+    "$BIN" run --config "$conf" >"$SERVER_LOG" 2>&1 &
+    SERVER_PID=$!; PIDS+=("$SERVER_PID")
+    wait_port "$ADMIN_PORT" 15 "$SERVER_PID" && wait_port "$WS_PORT" 15 "$SERVER_PID" \
+        || { tail -n 20 "$SERVER_LOG" >&2; die "channelgate ($kind) did not start"; }
+    if [ "$kind" = amqp ]; then
+        "$PY" "$LIB" wait-metric "http://127.0.0.1:$ADMIN_PORT" channelgate_broker_up 1 15 >/dev/null \
+            || die "channelgate did not connect to RabbitMQ"
+    fi
+    log "channelgate ($kind) pid $SERVER_PID ws :$WS_PORT admin :$ADMIN_PORT"
+}
+
+start_daphne() {
+    WS_PORT="$("$PY" "$LIB" freeport)"; ADMIN_PORT=""
+    SERVER_LOG="$TMP/daphne.log"
+    # One daphne process, as the channelgate process is one; pings off as in channelgate's
+    # route; -v 0: no access log, warnings and errors only.
+    (cd "$TMP" && PYTHONPATH="$HERE/daphne_app" exec "$PY" -m daphne -b 127.0.0.1 -p "$WS_PORT" -v 0 \
+        --ping-interval 86400 --ping-timeout 86400 benchapp.asgi:application) >"$SERVER_LOG" 2>&1 &
+    SERVER_PID=$!; PIDS+=("$SERVER_PID")
+    wait_port "$WS_PORT" 30 "$SERVER_PID" || { tail -n 20 "$SERVER_LOG" >&2; die "daphne did not start"; }
+    log "daphne pid $SERVER_PID ws :$WS_PORT"
+}
+
+start_nchan() {  # N: nginx master + 2 workers (channelgate runs 2 threads)
+    WS_PORT="$("$PY" "$LIB" freeport)"; ADMIN_PORT=""
+    PUB_PORT="$("$PY" "$LIB" freeport)"
+    SERVER_LOG="$TMP/nchan-error.log"
+    mkdir -p "$TMP/nginx-tmp"
+    cat >"$TMP/nchan.conf" <<EOF
+load_module $NCHAN_MODULE;
+worker_processes 2;
+pid $TMP/nchan.pid;
+error_log $SERVER_LOG warn;
+worker_rlimit_nofile $(ulimit -n);
+events { worker_connections $(($1 + 1024)); }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx-tmp/body;
+    proxy_temp_path $TMP/nginx-tmp/proxy;
+    fastcgi_temp_path $TMP/nginx-tmp/fastcgi;
+    uwsgi_temp_path $TMP/nginx-tmp/uwsgi;
+    scgi_temp_path $TMP/nginx-tmp/scgi;
+    server {
+        listen 127.0.0.1:$WS_PORT;
+        location ~ "^/ws/([A-Za-z0-9._-]+)/\$" {
+            nchan_subscriber websocket;
+            nchan_channel_id \$1;
+            nchan_websocket_ping_interval 0;
+        }
+    }
+    server {
+        listen 127.0.0.1:$PUB_PORT;
+        location ~ "^/pub/([A-Za-z0-9._-]+)\$" {
+            nchan_publisher http;
+            nchan_channel_id \$1;
+        }
+    }
+}
+EOF
+    "$NGINX" -t -q -c "$TMP/nchan.conf" -p "$TMP" -e "$SERVER_LOG" >"$TMP/nchan-check.out" 2>&1 \
+        || { cat "$TMP/nchan-check.out" >&2; die "nginx -t failed for the nchan config"; }
+    "$NGINX" -c "$TMP/nchan.conf" -p "$TMP" -e "$SERVER_LOG" -g 'daemon off;' >>"$SERVER_LOG" 2>&1 &
+    SERVER_PID=$!; PIDS+=("$SERVER_PID")
+    wait_port "$WS_PORT" 15 "$SERVER_PID" && wait_port "$PUB_PORT" 15 "$SERVER_PID" \
+        || { tail -n 20 "$SERVER_LOG" >&2; die "nginx + nchan did not start"; }
+    log "nginx + nchan pid $SERVER_PID ws :$WS_PORT publish :$PUB_PORT"
+}
+
+stop_server() {
+    [ -n "$SERVER_PID" ] && stop_pid "$SERVER_PID"
+    SERVER_PID=""
+}
+
+# --------------------------------------------------------------- scenario ---
+run_scenario() {  # TARGET SCENARIO N
+    local target="$1" scenario="$2" n="$3"
+    local tag="$target-$scenario-$n" group="bench-$RUN_ID-$scenario-$n"
+    local rate=0; [ "$scenario" = rate ] && rate="$RATE"
+    local ready="$TMP/$tag.ready" fan_out="$TMP/$tag.fanout.json" pub_out="$TMP/$tag.publish.json"
+    local budget=$((60 + n / 50))
+    local admin_url="" binds_before=0 offset
+    [ -n "$ADMIN_PORT" ] && admin_url="http://127.0.0.1:$ADMIN_PORT"
+    offset="$(stat -c %s "$SERVER_LOG" 2>/dev/null || echo 0)"
+    if [ "$target" = channelgate-amqp ]; then
+        binds_before="$("$PY" -c 'import json,sys; m=json.load(sys.stdin); print(int(sum(v for k,v in m.get("channelgate_broker_bindings_total",{}).items() if "op=\"bind\"" in k and "outcome=\"ok\"" in k)))' \
+            < <("$PY" "$LIB" metrics "$admin_url"))"
+    fi
+
+    if [ -n "$admin_url" ]; then
+        # The previous scenario's clients must be gone (their memberships released).
+        "$PY" "$LIB" wait-metric-max "$admin_url" channelgate_hub_memberships 0 30 >/dev/null \
+            || log "WARNING: $tag: memberships of earlier clients still held after 30s"
+    fi
+    "$PY" "$LIB" quiet "$QUIET_PCT" "$QUIET_WAIT" >"$TMP/$tag.quiet.json"
+    grep -q '"quiet": true' "$TMP/$tag.quiet.json" || log "WARNING: $tag: machine still busy after ${QUIET_WAIT}s: $(cat "$TMP/$tag.quiet.json")"
+    log "$tag: $n clients -> group $group"
+    timeout $((DURATION + budget + 60)) "$LOAD" fanout --url "ws://127.0.0.1:$WS_PORT/ws/$group/" \
+        -n "$n" -m "$MESSAGES" --duration "${DURATION}s" --idle-timeout "${IDLE}s" \
+        --concurrency "$CONCURRENCY" --ready-file "$ready" --label "$target/$scenario" \
+        >"$fan_out" 2>"$TMP/$tag.fanout.err" &
+    local fan_pid=$!; PIDS+=("$fan_pid")
+    local i
+    for i in $(seq $((budget * 10))); do
+        [ -s "$ready" ] && break
+        kill -0 "$fan_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -s "$ready" ] || { cat "$TMP/$tag.fanout.err" >&2; die "$tag: clients not ready after ${budget}s"; }
+    local connected
+    connected="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["connected"])' "$ready")"
+    log "$tag: $(cat "$ready" | tr -d '\n')"
+
+    # Make sure every client is a member (channelgate joins right after the 101) and the
+    # queue is bound (amqp) before publishing. daphne joins before it accepts.
+    if [ -n "$admin_url" ]; then
+        "$PY" "$LIB" wait-metric "$admin_url" channelgate_hub_memberships "$connected" 30 >/dev/null \
+            || log "WARNING: $tag: not every client joined the group within 30s"
+        if [ "$target" = channelgate-amqp ]; then
+            "$PY" "$LIB" wait-metric "$admin_url" channelgate_broker_bindings_total $((binds_before + 1)) 30 'op="bind",outcome="ok"' >/dev/null \
+                || log "WARNING: $tag: the queue was not bound to $group within 30s"
+        fi
+        "$PY" "$LIB" metrics "$admin_url" >"$TMP/$tag.metrics-before.json"
+    else
+        echo '{}' >"$TMP/$tag.metrics-before.json"
+    fi
+    sleep 1
+    proc_json "$SERVER_PID" "$TMP/$tag.server-before.json"
+    proc_json "$RABBIT_PID" "$TMP/$tag.rabbit-before.json"
+
+    local pub_args=(--group "$group" -m "$MESSAGES" --rate "$rate" --size "$SIZE" --label "$target/$scenario")
+    case "$target" in
+        channelgate-memory) pub_args+=(--target http-admin --admin "$admin_url") ;;
+        nchan) pub_args+=(--target http-post --post-url "http://127.0.0.1:$PUB_PORT/pub/{group}") ;;
+        *) pub_args+=(--target amqp) ;;
+    esac
+    log "$tag: publishing $MESSAGES messages ($( [ "$rate" = 0 ] && echo 'as fast as possible' || echo "$rate/s" ))"
+    timeout $((DURATION + 60)) "$LOAD" publish "${pub_args[@]}" >"$pub_out" 2>"$TMP/$tag.publish.err" \
+        || log "WARNING: $tag: publisher exited with $? ($(tail -n 1 "$TMP/$tag.publish.err"))"
+    if ! grep -q '"ok":[1-9]' "$pub_out" 2>/dev/null; then
+        log "WARNING: $tag: nothing was published; stopping the clients"
+        kill -TERM "$fan_pid" 2>/dev/null || true
+    fi
+    wait "$fan_pid" || log "WARNING: $tag: cg-load fanout exited with $?"
+
+    proc_json "$SERVER_PID" "$TMP/$tag.server-after.json"
+    proc_json "$RABBIT_PID" "$TMP/$tag.rabbit-after.json"
+    if [ -n "$admin_url" ]; then
+        sleep 0.5
+        "$PY" "$LIB" metrics "$admin_url" >"$TMP/$tag.metrics-after.json" || echo '{}' >"$TMP/$tag.metrics-after.json"
+    else
+        echo '{}' >"$TMP/$tag.metrics-after.json"
+    fi
+    log_problems "$SERVER_LOG" "$offset" "$TMP/$tag.log-problems.json"
+    "$PY" -c 'import json,sys; print(json.dumps(dict(a.split("=",1) for a in sys.argv[1:])))' \
+        n="$n" messages="$MESSAGES" rate="$rate" size="$SIZE" duration_s="$DURATION" idle_timeout_s="$IDLE" \
+        concurrency="$CONCURRENCY" group="$group" \
+        publisher="$(case "$target" in channelgate-memory) echo http-admin ;; nchan) echo http-post ;; *) echo amqp ;; esac)" \
+        server_settings="$(case "$target" in
+            channelgate-*) echo 'threads=2 ping_interval=0s send_queue=1024 access_log=false level=warn' ;;
+            nchan) echo 'nginx worker_processes 2, nchan memory store, websocket subscriber, ping 0, access_log off' ;;
+            *) echo 'daphne 1 process -v 0 ping-interval 86400; channels_rabbitmq defaults' ;;
+        esac)" \
+        >"$TMP/$tag.params.json"
+    "$PY" "$LIB" fanout-record results="$RESULTS" run_id="$RUN_ID" target="$target" scenario="$scenario" \
+        n="$n" messages="$MESSAGES" rate="$rate" \
+        fanout_out="$fan_out" publish_out="$pub_out" \
+        server_before="$TMP/$tag.server-before.json" server_after="$TMP/$tag.server-after.json" \
+        rabbit_before="$TMP/$tag.rabbit-before.json" rabbit_after="$TMP/$tag.rabbit-after.json" \
+        metrics_before="$TMP/$tag.metrics-before.json" metrics_after="$TMP/$tag.metrics-after.json" \
+        log_problems="$TMP/$tag.log-problems.json" quiet="$TMP/$tag.quiet.json" params="$TMP/$tag.params.json" \
+        machine="$TMP/machine.json" versions="$TMP/versions.json"
+    "$PY" "$LIB" fanout-last "$RESULTS" "$tag" >&2
+}
+
+# -------------------------------------------------------------------- run ---
+log "run $RUN_ID: N=${N_LIST[*]} M=$MESSAGES rate=$RATE/s size=$SIZE targets=$TARGETS scenarios=$SCENARIOS"
+for n in "${N_LIST[@]}"; do
+    for target in "${TARGET_LIST[@]}"; do
+        case "$target" in
+            channelgate-memory) start_channelgate memory ;;
+            channelgate-amqp) start_channelgate amqp ;;
+            daphne) start_daphne ;;
+            nchan) start_nchan "$n" ;;
+            "") continue ;;
+        esac
+        for scenario in "${SCENARIO_LIST[@]}"; do
+            run_scenario "$target" "$scenario" "$n"
+        done
+        stop_server
+        if [ "$(grep -caiE 'panic|thread .* panicked' "$SERVER_LOG" || true)" != 0 ]; then
+            log "WARNING: $target logged a panic: see $SERVER_LOG"
+            KEEP=1
+        fi
+        cp "$SERVER_LOG" "$TMP/last-$target-$n.log" 2>/dev/null || true
+    done
+done
+
+echo
+echo "fan-out benchmark $RUN_ID: N=${N_LIST[*]}, M=$MESSAGES messages of $SIZE bytes; rate = $RATE msg/s, burst = as fast as possible"
+echo "machine: $(nproc) CPUs, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+"$PY" "$LIB" fanout-table "$RESULTS" "$RUN_ID"
+echo
+echo "results appended to ${RESULTS#"$REPO"/} (run_id $RUN_ID)"

@@ -1,0 +1,303 @@
+#!/usr/bin/env bash
+# Idle memory per WebSocket connection: the server's resident memory (VmRSS from
+# /proc/<pid>/status) before and after N idle clients connect, divided by N, for
+#   channelgate   channelgate, memory broker, route defaults (pings every 20 s)
+#   daphne        daphne 4 + channels_rabbitmq (every client joins a group), defaults
+#   nchan         nginx + nchan websocket subscribers, 2 workers (optional; Debian
+#                 libnginx-mod-nchan, installed when missing)
+# with the same client tool (cg-load hold).
+#
+#   benches/idle/run.sh [--n 10000] [--big] [--targets channelgate,daphne,nchan]
+#                       [--groups 1] [--settle 3] [--concurrency 100]
+#                       [--results FILE] [--quiet-wait 120] [--no-build] [--keep]
+#
+# --big adds N = 50000 (needs 51k+ open files per process). Appends one JSON line per
+# (N, target) to benches/results/idle.jsonl and prints a table. Loopback only.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+RESULTS="$REPO/benches/results/idle.jsonl"
+BIN="$REPO/target/release/channelgate"
+LOAD="$REPO/benches/load/target/release/cg-load"
+PY="$REPO/.venv/bin/python"
+LIB="$REPO/benches/fanout/benchlib.py"
+DAPHNE_APP="$REPO/benches/fanout/daphne_app"
+
+N_LIST=(10000)
+TARGETS="channelgate,daphne"
+GROUPS_N=1         # clients spread over this many groups (URLs)
+SETTLE=3           # seconds between the last connection and the reading
+WARMUP=100         # connections opened and closed before the baseline reading
+CONCURRENCY=100
+BUILD=1
+KEEP=0
+QUIET_PCT=25       # before each measurement, wait until the machine is at most this busy (CPU %) ...
+QUIET_WAIT=120     # ... for at most this many seconds, then measure anyway and say so
+
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+die() { echo "idle/run.sh: $*" >&2; exit 1; }
+log() { printf '[idle %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --n) N_LIST=("${2:?}"); shift 2 ;;
+        --big) N_LIST=(10000 50000); shift ;;
+        --targets) TARGETS="${2:?}"; shift 2 ;;
+        --groups) GROUPS_N="${2:?}"; shift 2 ;;
+        --settle) SETTLE="${2:?}"; shift 2 ;;
+        --concurrency) CONCURRENCY="${2:?}"; shift 2 ;;
+        --results) RESULTS="${2:?}"; shift 2 ;;
+        --quiet-wait) QUIET_WAIT="${2:?}"; shift 2 ;;
+        --no-build) BUILD=0; shift ;;
+        --keep) KEEP=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown argument: $1" ;;
+    esac
+done
+num() { [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a whole number (got '$2')"; }
+for n in "${N_LIST[@]}"; do num --n "$n"; [ "$n" -ge 1 ] && [ "$n" -le 200000 ] || die "--n must be 1..200000"; done
+num --groups "$GROUPS_N"; [ "$GROUPS_N" -ge 1 ] && [ "$GROUPS_N" -le 10000 ] || die "--groups must be 1..10000"
+num --settle "$SETTLE"; [ "$SETTLE" -le 120 ] || die "--settle must be at most 120"
+num --concurrency "$CONCURRENCY"
+IFS=, read -r -a TARGET_LIST <<<"$TARGETS"
+for t in "${TARGET_LIST[@]}"; do
+    case "$t" in channelgate|daphne|nchan) ;; *) die "unknown target '$t' (channelgate, daphne, nchan)" ;; esac
+done
+
+# ------------------------------------------------------------------ setup ---
+[ -x "$PY" ] || "$REPO/scripts/setup"
+"$PY" -c 'import daphne, channels_rabbitmq' 2>/dev/null || "$REPO/scripts/setup"
+if [ "$BUILD" = 1 ] || [ ! -x "$BIN" ]; then
+    log "cargo build --release (channelgate)"
+    (cd "$REPO" && timeout 1800 cargo build --release --bin channelgate) >&2 || die "channelgate build failed"
+fi
+if [ "$BUILD" = 1 ] || [ ! -x "$LOAD" ]; then
+    log "cargo build --release (benches/load: cg-load)"
+    (cd "$REPO/benches/load" && timeout 1800 cargo build --release) >&2 || die "cg-load build failed"
+fi
+for t in "${TARGET_LIST[@]}"; do
+    if [ "$t" = daphne ] && ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+        die "daphne's channel layer needs RabbitMQ on 127.0.0.1:5672 (service rabbitmq-server start)"
+    fi
+done
+
+NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
+NGINX=/usr/sbin/nginx
+if [[ ",$TARGETS," == *,nchan,* ]] && { [ ! -f "$NCHAN_MODULE" ] || [ ! -x "$NGINX" ]; }; then
+    if [ "$(id -u)" = 0 ]; then
+        log "installing libnginx-mod-nchan (Debian) for the nchan target"
+        DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends libnginx-mod-nchan \
+            >"/tmp/cg-idle-apt.log" 2>&1 || true
+    fi
+    [ -f "$NCHAN_MODULE" ] && [ -x "$NGINX" ] || die "nginx + nchan unavailable (apt-get install libnginx-mod-nchan)"
+fi
+
+# File descriptors: the server and the client tool each hold one per connection.
+max_n=0; for n in "${N_LIST[@]}"; do [ "$n" -gt "$max_n" ] && max_n=$n; done
+hard="$(ulimit -Hn)"
+if [ "$hard" != unlimited ] && [ "$hard" -lt $((max_n + 1024)) ]; then
+    ulimit -Hn $((max_n + 4096)) 2>/dev/null || true
+fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE="$(ulimit -n)"
+log "open files limit: $NOFILE"
+
+RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
+TMP="$(mktemp -d /tmp/cg-idle.XXXXXX)"
+PIDS=()
+SERVER_PID=""
+
+stop_pid() {
+    local pid="$1" i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local rc=$?
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    if [ "$KEEP" = 1 ] || [ "$rc" != 0 ]; then
+        echo "idle/run.sh: kept $TMP" >&2
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Run a private copy: a concurrent `cargo build` may replace target/release/channelgate
+# while the benchmark runs.
+cp -p "$BIN" "$TMP/channelgate"
+BIN="$TMP/channelgate"
+"$PY" "$LIB" machine >"$TMP/machine.json"
+"$PY" "$LIB" versions "$REPO" "$BIN" "$PY" >"$TMP/versions.json"
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() {
+    local i
+    for i in $(seq $(($2 * 10))); do
+        port_open "$1" && return 0
+        kill -0 "$3" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+log_problems() {  # LOG OFFSET OUT
+    { tail -c +"$(($2 + 1))" "$1" 2>/dev/null | grep -aiE 'error|warn|panic|traceback|exception|critical' || true; } \
+        | "$PY" -c 'import json,sys; print(json.dumps([l.rstrip()[:400] for l in sys.stdin][:50]))' >"$3"
+}
+
+WS_PORT=""; ADMIN_PORT=""; SERVER_LOG=""
+start_server() {  # TARGET N
+    WS_PORT="$("$PY" "$LIB" freeport)"; ADMIN_PORT=""
+    SERVER_LOG="$TMP/$1-$2.log"
+    if [ "$1" = channelgate ]; then
+        ADMIN_PORT="$("$PY" "$LIB" freeport)"
+        local conf="$TMP/channelgate-$2.toml"
+        cat >"$conf" <<EOF
+[server]
+listen = ["127.0.0.1:$WS_PORT"]
+threads = 2
+grace_period = "2s"
+upgrade_sock = "$TMP/upgrade.sock"
+pid_file = "$TMP/channelgate.pid"
+
+[upstream]
+servers = ["127.0.0.1:$ADMIN_PORT"]   # nothing is proxied; keeps the TCP check green
+
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+
+[log]
+level = "warn"
+access_log = false
+
+[[ws]]
+path = "/ws/{g}/"
+groups = ["{g}"]
+EOF
+        "$BIN" check --config "$conf" >/dev/null 2>"$TMP/check.err" || { cat "$TMP/check.err" >&2; die "channelgate check failed"; }
+        "$BIN" run --config "$conf" >"$SERVER_LOG" 2>&1 &
+    elif [ "$1" = nchan ]; then
+        mkdir -p "$TMP/nginx-tmp"
+        cat >"$TMP/nchan-$2.conf" <<EOF
+load_module $NCHAN_MODULE;
+worker_processes 2;
+pid $TMP/nchan.pid;
+error_log $SERVER_LOG warn;
+worker_rlimit_nofile $(ulimit -n);
+events { worker_connections $(($2 + 1024)); }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx-tmp/body;
+    proxy_temp_path $TMP/nginx-tmp/proxy;
+    fastcgi_temp_path $TMP/nginx-tmp/fastcgi;
+    uwsgi_temp_path $TMP/nginx-tmp/uwsgi;
+    scgi_temp_path $TMP/nginx-tmp/scgi;
+    server {
+        listen 127.0.0.1:$WS_PORT;
+        location ~ "^/ws/([A-Za-z0-9._-]+)/\$" {
+            nchan_subscriber websocket;
+            nchan_channel_id \$1;
+        }
+    }
+}
+EOF
+        "$NGINX" -t -q -c "$TMP/nchan-$2.conf" -p "$TMP" -e "$SERVER_LOG" >/dev/null 2>"$TMP/check.err" \
+            || { cat "$TMP/check.err" >&2; die "nginx -t failed"; }
+        "$NGINX" -c "$TMP/nchan-$2.conf" -p "$TMP" -e "$SERVER_LOG" -g 'daemon off;' >>"$SERVER_LOG" 2>&1 &
+    else
+        (cd "$TMP" && PYTHONPATH="$DAPHNE_APP" exec "$PY" -m daphne -b 127.0.0.1 -p "$WS_PORT" -v 0 \
+            benchapp.asgi:application) >"$SERVER_LOG" 2>&1 &
+    fi
+    SERVER_PID=$!; PIDS+=("$SERVER_PID")
+    wait_port "$WS_PORT" 30 "$SERVER_PID" || { tail -n 20 "$SERVER_LOG" >&2; die "$1 did not start"; }
+    log "$1 pid $SERVER_PID ws :$WS_PORT"
+}
+
+urls() {  # N-independent: one URL per group
+    local g
+    for g in $(seq 1 "$GROUPS_N"); do printf -- '--url\nws://127.0.0.1:%s/ws/idle-%s-%s/\n' "$WS_PORT" "$RUN_ID" "$g"; done
+}
+
+measure() {  # TARGET N
+    local target="$1" n="$2" tag="$1-$2"
+    if [ "$NOFILE" != unlimited ] && [ "$NOFILE" -lt $((n + 1024)) ]; then
+        log "SKIPPED $tag: needs $((n + 1024)) open files per process, the limit here is $NOFILE (hard limit; not raisable in this container)"
+        SKIPPED+=("$tag")
+        return 0
+    fi
+    start_server "$target" "$n"
+    local url_args=()
+    mapfile -t url_args < <(urls)
+    # Warm-up: first connections load code, start the channel layer, grow pools; they
+    # should not count as per-connection memory.
+    timeout 120 "$LOAD" connect "${url_args[@]}" -n "$WARMUP" --concurrency "$CONCURRENCY" \
+        >"$TMP/$tag.warmup.json" 2>"$TMP/$tag.warmup.err" || log "WARNING: $tag: warm-up failed: $(tail -n 1 "$TMP/$tag.warmup.err")"
+    sleep "$SETTLE"
+    local offset
+    offset="$(stat -c %s "$SERVER_LOG" 2>/dev/null || echo 0)"
+    "$PY" "$LIB" proc "$SERVER_PID" >"$TMP/$tag.before.json"
+
+    "$PY" "$LIB" quiet "$QUIET_PCT" "$QUIET_WAIT" >"$TMP/$tag.quiet.json"
+    grep -q '"quiet": true' "$TMP/$tag.quiet.json" || log "WARNING: $tag: machine still busy after ${QUIET_WAIT}s: $(cat "$TMP/$tag.quiet.json")"
+    local ready="$TMP/$tag.ready" budget=$((60 + n / 40))
+    log "$tag: opening $n idle connections"
+    timeout $((budget + 600)) "$LOAD" hold "${url_args[@]}" -n "$n" --seconds $((budget + 300)) \
+        --concurrency "$CONCURRENCY" --ready-file "$ready" --label "$target" \
+        >"$TMP/$tag.hold.json" 2>"$TMP/$tag.hold.err" &
+    local hold_pid=$!; PIDS+=("$hold_pid")
+    local i
+    for i in $(seq $((budget * 10))); do
+        [ -s "$ready" ] && break
+        kill -0 "$hold_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -s "$ready" ] || { tail -n 5 "$TMP/$tag.hold.err" >&2; die "$tag: clients not ready after ${budget}s"; }
+    log "$tag: $(tr -d '\n' <"$ready")"
+    if [ -n "$ADMIN_PORT" ]; then
+        local connected
+        connected="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["connected"])' "$ready")"
+        "$PY" "$LIB" wait-metric "http://127.0.0.1:$ADMIN_PORT" channelgate_hub_memberships "$connected" 30 >/dev/null \
+            || log "WARNING: $tag: not every connection joined its group within 30s"
+    fi
+    sleep "$SETTLE"
+    "$PY" "$LIB" proc "$SERVER_PID" >"$TMP/$tag.after.json"
+    kill -TERM "$hold_pid" 2>/dev/null || true
+    wait "$hold_pid" || log "WARNING: $tag: cg-load hold exited with $?"
+    sleep "$SETTLE"
+    "$PY" "$LIB" proc "$SERVER_PID" >"$TMP/$tag.after-close.json" 2>/dev/null || echo '{}' >"$TMP/$tag.after-close.json"
+    log_problems "$SERVER_LOG" "$offset" "$TMP/$tag.log-problems.json"
+    stop_pid "$SERVER_PID"
+    "$PY" -c 'import json,sys; print(json.dumps(dict(a.split("=",1) for a in sys.argv[1:])))' \
+        n="$n" groups="$GROUPS_N" settle_s="$SETTLE" warmup_connections="$WARMUP" concurrency="$CONCURRENCY" \
+        server_settings="$(case "$target" in
+            channelgate) echo 'threads=2, memory broker, [[ws]] defaults (ping 20s, send_queue 256)' ;;
+            nchan) echo 'nginx worker_processes 2 (RSS of master + workers), nchan websocket subscriber defaults' ;;
+            *) echo 'daphne 1 process, defaults, channels_rabbitmq defaults' ;;
+        esac)" \
+        >"$TMP/$tag.params.json"
+    "$PY" "$LIB" idle-record results="$RESULTS" run_id="$RUN_ID" target="$target" n="$n" \
+        hold_out="$TMP/$tag.hold.json" ready="$ready" before="$TMP/$tag.before.json" after="$TMP/$tag.after.json" \
+        after_close="$TMP/$tag.after-close.json" \
+        log_problems="$TMP/$tag.log-problems.json" quiet="$TMP/$tag.quiet.json" params="$TMP/$tag.params.json" \
+        machine="$TMP/machine.json" versions="$TMP/versions.json"
+}
+
+SKIPPED=()
+log "run $RUN_ID: N=${N_LIST[*]} targets=$TARGETS groups=$GROUPS_N"
+for n in "${N_LIST[@]}"; do
+    for target in "${TARGET_LIST[@]}"; do
+        measure "$target" "$n"
+    done
+done
+
+echo
+echo "idle memory benchmark $RUN_ID: N=${N_LIST[*]} idle WebSocket connections over $GROUPS_N group(s)"
+echo "machine: $(nproc) CPUs, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+"$PY" "$LIB" idle-table "$RESULTS" "$RUN_ID"
+for s in "${SKIPPED[@]}"; do echo "SKIPPED $s: not enough file descriptors (limit $NOFILE)"; done
+echo
+echo "results appended to ${RESULTS#"$REPO"/} (run_id $RUN_ID)"

@@ -1,0 +1,353 @@
+//! Opening N WebSocket clients: bounded connect concurrency, source addresses spread over
+//! 127.0.0.x, connect-time statistics, the READY signal. The modes (connect, hold, fanout)
+//! give each client a body to run once it is connected.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde_json::{json, Value};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::util::{self, parse_duration, parse_header};
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Options every client mode shares.
+#[derive(Args, Clone, Debug)]
+pub struct ClientOpts {
+    /// WebSocket URL (ws:// on a loopback address). Repeat to spread the clients over
+    /// several URLs, e.g. several groups: client i uses URL i mod count.
+    #[arg(long = "url", required = true)]
+    pub urls: Vec<String>,
+
+    /// Number of connections.
+    #[arg(short = 'n', long = "connections", default_value_t = 1000)]
+    pub connections: usize,
+
+    /// Extra request header for the handshake, "Name: value" (repeatable).
+    #[arg(long = "header", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+
+    /// Connection attempts (TCP connect + handshake) in flight at once.
+    #[arg(long, default_value_t = 100)]
+    pub concurrency: usize,
+
+    /// Longest one attempt (TCP connect + handshake) may take.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Bind client i to source address 127.0.0.(1 + i mod K) before connecting, so
+    /// ephemeral ports last for 10k-100k connections (1..=254). 0: let the kernel choose.
+    #[arg(long, default_value_t = 200)]
+    pub source_ips: u32,
+
+    /// Also signal readiness by writing this file (JSON with the connect counts) once
+    /// every connection attempt has finished.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+
+    /// Initial read buffer per connection, in bytes (tungstenite allocates it eagerly).
+    #[arg(long, default_value_t = 8192)]
+    pub read_buffer: usize,
+
+    /// Free-form label copied into the JSON line (e.g. the server under test).
+    #[arg(long)]
+    pub label: Option<String>,
+
+    /// Print progress to stderr every few seconds.
+    #[arg(long)]
+    pub progress: bool,
+}
+
+/// One URL, checked and resolved once.
+struct Target {
+    url: String,
+    addr: SocketAddr,
+}
+
+fn targets(urls: &[String]) -> Result<Vec<Target>, String> {
+    urls.iter()
+        .map(|u| {
+            let (scheme, host, port, _) = util::split_url(u, 80)?;
+            if scheme != "ws" {
+                return Err(format!("`{u}`: only ws:// URLs are supported"));
+            }
+            Ok(Target {
+                url: u.clone(),
+                addr: util::loopback_addr(&host, port)?,
+            })
+        })
+        .collect()
+}
+
+/// Shortens an error to a label with few distinct values (for the error counts).
+fn error_kind(e: &tokio_tungstenite::tungstenite::Error) -> String {
+    use tokio_tungstenite::tungstenite::Error as E;
+    match e {
+        E::Http(resp) => format!("http {}", resp.status().as_u16()),
+        E::Io(io) => format!("io {:?}", io.kind()),
+        E::Protocol(p) => format!("protocol: {p}"),
+        other => {
+            let s = other.to_string();
+            s.chars().take(60).collect()
+        }
+    }
+}
+
+async fn connect_one(
+    i: usize,
+    t: &Target,
+    opts: &ClientOpts,
+    cfg: WebSocketConfig,
+) -> Result<Ws, String> {
+    let sock = TcpSocket::new_v4().map_err(|e| format!("socket {:?}", e.kind()))?;
+    if opts.source_ips > 0 && t.addr.is_ipv4() {
+        let last = 1 + (i as u32 % opts.source_ips.min(254)) as u8;
+        let src = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)), 0);
+        sock.bind(src).map_err(|e| format!("bind {:?}", e.kind()))?;
+    }
+    let stream = sock
+        .connect(t.addr)
+        .await
+        .map_err(|e| format!("connect {:?}", e.kind()))?;
+    let _ = stream.set_nodelay(true);
+    let mut req = t
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| format!("request: {e}"))?;
+    for (k, v) in &opts.headers {
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("bad header name {k}"))?;
+        let value = HeaderValue::from_str(v).map_err(|_| format!("bad header value for {k}"))?;
+        req.headers_mut().append(name, value);
+    }
+    let (ws, _resp) = tokio_tungstenite::client_async_with_config(req, stream, Some(cfg))
+        .await
+        .map_err(|e| error_kind(&e))?;
+    Ok(ws)
+}
+
+/// What the connect phase saw.
+#[derive(Default)]
+pub struct ConnectLog {
+    pub times_ns: Vec<u64>,
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// Handed to each client's body.
+pub struct Client {
+    pub index: usize,
+    pub ws: Ws,
+    /// Becomes true when the run is over: the body should close and return.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// The run-wide state the driver and the bodies share.
+pub struct Phase {
+    pub connected: AtomicUsize,
+    pub failed: AtomicUsize,
+    pub log: Mutex<ConnectLog>,
+    pub started: Instant,
+}
+
+/// Connects `opts.connections` clients, runs `body` on each as soon as it is connected,
+/// and returns once every attempt has finished (READY has been signalled by then), with
+/// the join handles of the bodies and the stop switch.
+pub async fn open_all<B, F, R>(
+    opts: &ClientOpts,
+    body: B,
+) -> Result<(Arc<Phase>, Vec<tokio::task::JoinHandle<Option<R>>>, watch::Sender<bool>), String>
+where
+    B: Fn(Client) -> F + Send + Sync + 'static,
+    F: Future<Output = R> + Send + 'static,
+    R: Send + 'static,
+{
+    if opts.connections == 0 {
+        return Err("--connections must be at least 1".into());
+    }
+    if opts.concurrency == 0 {
+        return Err("--concurrency must be at least 1".into());
+    }
+    let targets = Arc::new(targets(&opts.urls)?);
+    let cfg = WebSocketConfig::default()
+        .read_buffer_size(opts.read_buffer.max(256))
+        .write_buffer_size(0)
+        .max_message_size(Some(16 << 20))
+        .max_frame_size(Some(16 << 20));
+    let phase = Arc::new(Phase {
+        connected: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+        log: Mutex::new(ConnectLog::default()),
+        started: Instant::now(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sem = Arc::new(Semaphore::new(opts.concurrency));
+    let body = Arc::new(body);
+    let opts_arc = Arc::new(opts.clone());
+    let mut handles = Vec::with_capacity(opts.connections);
+    for i in 0..opts.connections {
+        let (targets, phase, sem, body, opts, stop) = (
+            targets.clone(),
+            phase.clone(),
+            sem.clone(),
+            body.clone(),
+            opts_arc.clone(),
+            stop_rx.clone(),
+        );
+        handles.push(tokio::spawn(async move {
+            let permit = sem.acquire_owned().await.ok()?;
+            let t = &targets[i % targets.len()];
+            let t0 = Instant::now();
+            let res = tokio::time::timeout(opts.connect_timeout, connect_one(i, t, &opts, cfg)).await;
+            drop(permit);
+            let elapsed = t0.elapsed().as_nanos() as u64;
+            match res {
+                Ok(Ok(ws)) => {
+                    phase.log.lock().unwrap().times_ns.push(elapsed);
+                    phase.connected.fetch_add(1, Ordering::SeqCst);
+                    Some(body(Client { index: i, ws, stop }).await)
+                }
+                Ok(Err(kind)) => {
+                    *phase.log.lock().unwrap().errors.entry(kind).or_default() += 1;
+                    phase.failed.fetch_add(1, Ordering::SeqCst);
+                    None
+                }
+                Err(_) => {
+                    *phase.log.lock().unwrap().errors.entry("timeout".into()).or_default() += 1;
+                    phase.failed.fetch_add(1, Ordering::SeqCst);
+                    None
+                }
+            }
+        }));
+    }
+
+    // Every attempt is bounded by connect_timeout, so this loop ends; the extra bound is
+    // a safety net.
+    let limit = opts.connect_timeout.as_secs_f64()
+        * ((opts.connections as f64 / opts.concurrency as f64).ceil() + 1.0)
+        + 10.0;
+    let mut last_progress = Instant::now();
+    loop {
+        let (ok, failed) = (
+            phase.connected.load(Ordering::SeqCst),
+            phase.failed.load(Ordering::SeqCst),
+        );
+        if ok + failed >= opts.connections {
+            break;
+        }
+        if phase.started.elapsed().as_secs_f64() > limit {
+            eprintln!("cg-load: connect phase exceeded {limit:.0}s; going on with {ok} connections");
+            break;
+        }
+        if opts.progress && last_progress.elapsed() >= Duration::from_secs(5) {
+            eprintln!("cg-load: connected {ok}/{} failed {failed}", opts.connections);
+            last_progress = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal_ready(opts, &phase);
+    Ok((phase, handles, stop_tx))
+}
+
+fn signal_ready(opts: &ClientOpts, phase: &Phase) {
+    let (ok, failed) = (
+        phase.connected.load(Ordering::SeqCst),
+        phase.failed.load(Ordering::SeqCst),
+    );
+    println!("READY");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    eprintln!(
+        "cg-load: READY: {ok} connected, {failed} failed in {:.2}s",
+        phase.started.elapsed().as_secs_f64()
+    );
+    if let Some(p) = &opts.ready_file {
+        let content = json!({"connected": ok, "failed": failed}).to_string() + "\n";
+        if let Err(e) = util::write_atomic(p, &content) {
+            eprintln!("cg-load: cannot write ready file {}: {e}", p.display());
+        }
+    }
+}
+
+/// The "connect" part of every JSON line.
+pub fn connect_report(opts: &ClientOpts, phase: &Phase, connect_wall: Duration) -> Value {
+    let mut log = phase.log.lock().unwrap();
+    let ok = log.times_ns.len();
+    let failed: u64 = log.errors.values().sum();
+    let times = util::summary_ms(&mut log.times_ns);
+    json!({
+        "requested": opts.connections,
+        "ok": ok,
+        "failed": failed,
+        "errors": log.errors,
+        "wall_s": util::round3(connect_wall.as_secs_f64()),
+        "per_s": if connect_wall.as_secs_f64() > 0.0 { util::round3(ok as f64 / connect_wall.as_secs_f64()) } else { 0.0 },
+        "time_ms": times,
+    })
+}
+
+/// The "params" shared by the client modes.
+pub fn client_params(opts: &ClientOpts) -> Value {
+    json!({
+        "urls": opts.urls,
+        "connections": opts.connections,
+        "headers": opts.headers.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        "concurrency": opts.concurrency,
+        "connect_timeout_s": opts.connect_timeout.as_secs_f64(),
+        "source_ips": opts.source_ips,
+        "read_buffer": opts.read_buffer,
+    })
+}
+
+/// The close frame clients end with: 1000, no reason.
+pub fn normal_close() -> tokio_tungstenite::tungstenite::protocol::CloseFrame {
+    tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "".into(),
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn terminated() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Waits for the bodies to return after `stop` was set, at most `limit`; late ones are
+/// aborted and left out.
+pub async fn collect<R>(handles: Vec<tokio::task::JoinHandle<Option<R>>>, limit: Duration) -> (Vec<R>, usize) {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut out = Vec::with_capacity(handles.len());
+    let mut late = 0;
+    for h in handles {
+        let abort = h.abort_handle();
+        match tokio::time::timeout_at(deadline, h).await {
+            Ok(Ok(Some(r))) => out.push(r),
+            Ok(_) => {}
+            Err(_) => {
+                abort.abort();
+                late += 1;
+            }
+        }
+    }
+    (out, late)
+}

@@ -1,0 +1,319 @@
+//! `fanout`: N clients count the messages they receive until each has M (or a deadline,
+//! or nothing arrived for a while), and report deliveries/s, loss and publish→receive
+//! latency. A message's text starts with "<ns since the epoch> <seq> " (what `publish`
+//! sends) or is a JSON object with "t" (ns) and optionally "seq".
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::clients::{self, Client, ClientOpts};
+use crate::hold::short_err;
+use crate::util::{self, now_ns, parse_duration, round3};
+
+#[derive(Args, Debug)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub client: ClientOpts,
+
+    /// Messages each client expects (M).
+    #[arg(short = 'm', long, default_value_t = 100)]
+    pub messages: u64,
+
+    /// Give up this long after READY even if messages are missing.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Once messages have started arriving, stop when none has arrived for this long
+    /// (lost messages would otherwise hold the run until --duration). 0s: never.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+}
+
+#[derive(Default)]
+struct Shared {
+    done: AtomicUsize,
+    ended: AtomicUsize,
+    received: AtomicU64,
+    last_recv_ns: AtomicU64,
+}
+
+#[derive(Default)]
+struct RxStats {
+    frames: u64,
+    unique: u64,
+    duplicates: u64,
+    out_of_order: u64,
+    unparsable: u64,
+    beyond_m: u64,
+    /// The highest sequence number seen so far, plus one (0: none yet).
+    high: u64,
+    lat_ns: Vec<u64>,
+    first_sent_ns: u64,
+    first_recv_ns: u64,
+    last_recv_ns: u64,
+    ended: Option<String>,
+}
+
+/// (sender timestamp ns, sequence number) from a message text.
+pub fn parse_payload(text: &str) -> Option<(u64, Option<u64>)> {
+    let t = text.trim_start();
+    if t.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(t).ok()?;
+        let ts = v.get("t")?.as_u64()?;
+        return Some((ts, v.get("seq").and_then(|s| s.as_u64())));
+    }
+    let mut it = t.splitn(3, ' ');
+    let ts = it.next()?.parse::<u64>().ok()?;
+    let seq = it.next().and_then(|s| s.parse::<u64>().ok());
+    Some((ts, seq))
+}
+
+fn record(st: &mut RxStats, seen: &mut [u64], m: u64, text: &str) -> bool {
+    let now = now_ns();
+    st.frames += 1;
+    if st.first_recv_ns == 0 {
+        st.first_recv_ns = now;
+    }
+    st.last_recv_ns = now;
+    let Some((ts, seq)) = parse_payload(text) else {
+        st.unparsable += 1;
+        return false;
+    };
+    if st.first_sent_ns == 0 || ts < st.first_sent_ns {
+        st.first_sent_ns = ts;
+    }
+    st.lat_ns.push(now.saturating_sub(ts));
+    match seq {
+        Some(s) if s < m => {
+            let (w, b) = ((s / 64) as usize, s % 64);
+            if seen[w] & (1 << b) != 0 {
+                st.duplicates += 1;
+                return false;
+            }
+            seen[w] |= 1 << b;
+            // Arriving after a higher sequence number: out of order (a loss does not count).
+            if s + 1 < st.high {
+                st.out_of_order += 1;
+            }
+            st.high = st.high.max(s + 1);
+            st.unique += 1;
+            true
+        }
+        Some(_) => {
+            st.beyond_m += 1;
+            false
+        }
+        None => {
+            st.unique += 1;
+            true
+        }
+    }
+}
+
+async fn body(mut c: Client, m: u64, shared: Arc<Shared>) -> RxStats {
+    let mut st = RxStats {
+        lat_ns: Vec::with_capacity(m.min(100_000) as usize),
+        ..Default::default()
+    };
+    let mut seen = vec![0u64; m.div_ceil(64) as usize];
+    let mut done = false;
+    loop {
+        tokio::select! {
+            _ = c.stop.wait_for(|s| *s) => break,
+            msg = c.ws.next() => {
+                let text_owned;
+                let text: &str = match &msg {
+                    Some(Ok(Message::Text(t))) => t.as_str(),
+                    Some(Ok(Message::Binary(b))) => {
+                        text_owned = String::from_utf8_lossy(b).into_owned();
+                        &text_owned
+                    }
+                    Some(Ok(Message::Close(f))) => {
+                        st.ended = Some(format!("close {}", f.as_ref().map_or(1005, |f| u16::from(f.code))));
+                        break;
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => { st.ended = Some(short_err(e)); break; }
+                    None => { st.ended = Some("eof".into()); break; }
+                };
+                let counted = record(&mut st, &mut seen, m, text);
+                shared.received.fetch_add(1, Ordering::Relaxed);
+                shared.last_recv_ns.fetch_max(st.last_recv_ns, Ordering::Relaxed);
+                if counted && !done && st.unique >= m {
+                    done = true;
+                    shared.done.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+    if st.ended.is_some() {
+        shared.ended.fetch_add(1, Ordering::SeqCst);
+    } else {
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.ws.close(Some(crate::clients::normal_close()))).await;
+    }
+    st
+}
+
+pub async fn run(a: &FanoutArgs) -> Result<(), String> {
+    if a.messages == 0 || a.messages > 10_000_000 {
+        return Err("--messages must be 1..=10000000".into());
+    }
+    let shared = Arc::new(Shared::default());
+    let m = a.messages;
+    let sh = shared.clone();
+    let t0 = Instant::now();
+    let (phase, handles, stop) =
+        clients::open_all(&a.client, move |c| body(c, m, sh.clone())).await?;
+    let connect_wall = t0.elapsed();
+    let connected = phase.connected.load(Ordering::SeqCst);
+
+    // Wait for: every client complete (or ended), the deadline, idle after traffic, or a signal.
+    let ready_at = Instant::now();
+    let deadline = ready_at + a.duration;
+    let stop_reason;
+    let term = clients::terminated();
+    tokio::pin!(term);
+    loop {
+        let done = shared.done.load(Ordering::SeqCst);
+        let ended = shared.ended.load(Ordering::SeqCst);
+        if connected == 0 {
+            stop_reason = "no connections";
+            break;
+        }
+        if done + ended >= connected {
+            stop_reason = if ended == 0 { "complete" } else { "complete or closed" };
+            break;
+        }
+        if Instant::now() >= deadline {
+            stop_reason = "deadline";
+            break;
+        }
+        let last = shared.last_recv_ns.load(Ordering::Relaxed);
+        if !a.idle_timeout.is_zero() && last > 0 && now_ns().saturating_sub(last) > a.idle_timeout.as_nanos() as u64 {
+            stop_reason = "idle timeout";
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = &mut term => { stop_reason = "signal"; break; }
+        }
+    }
+    let waited = ready_at.elapsed();
+    let _ = stop.send(true);
+    let (outs, late) = clients::collect(handles, Duration::from_secs(20)).await;
+
+    let expected = connected as u64 * m;
+    let (mut frames, mut unique, mut dups, mut ooo, mut unparsable, mut beyond) = (0, 0, 0, 0, 0, 0);
+    let (mut first_sent, mut first_recv, mut last_recv) = (u64::MAX, u64::MAX, 0u64);
+    let (mut min_c, mut max_c, mut complete) = (u64::MAX, 0u64, 0u64);
+    let mut ended: BTreeMap<String, u64> = BTreeMap::new();
+    let mut lat = Vec::with_capacity(outs.iter().map(|o| o.lat_ns.len()).sum());
+    for o in &outs {
+        frames += o.frames;
+        unique += o.unique;
+        dups += o.duplicates;
+        ooo += o.out_of_order;
+        unparsable += o.unparsable;
+        beyond += o.beyond_m;
+        if o.first_sent_ns > 0 {
+            first_sent = first_sent.min(o.first_sent_ns);
+        }
+        if o.first_recv_ns > 0 {
+            first_recv = first_recv.min(o.first_recv_ns);
+        }
+        last_recv = last_recv.max(o.last_recv_ns);
+        min_c = min_c.min(o.unique);
+        max_c = max_c.max(o.unique);
+        if o.unique >= m {
+            complete += 1;
+        }
+        if let Some(e) = &o.ended {
+            *ended.entry(e.clone()).or_default() += 1;
+        }
+        lat.extend_from_slice(&o.lat_ns);
+    }
+    if outs.is_empty() {
+        min_c = 0;
+    }
+    let span = |a: u64, b: u64| if b > a && a != u64::MAX { (b - a) as f64 / 1e9 } else { 0.0 };
+    let send_to_last = span(first_sent, last_recv);
+    let recv_window = span(first_recv, last_recv);
+    let rate = |n: u64, s: f64| if s > 0.0 { round3(n as f64 / s) } else { 0.0 };
+    let lost = expected.saturating_sub(unique);
+    util::emit(&json!({
+        "tool": "cg-load",
+        "mode": "fanout",
+        "label": a.client.label,
+        "timestamp_ns": now_ns(),
+        "params": {
+            "client": clients::client_params(&a.client),
+            "messages": m,
+            "duration_s": a.duration.as_secs_f64(),
+            "idle_timeout_s": a.idle_timeout.as_secs_f64(),
+        },
+        "connect": clients::connect_report(&a.client, &phase, connect_wall),
+        "results": {
+            "stop": stop_reason,
+            "waited_s": round3(waited.as_secs_f64()),
+            "expected": expected,
+            "delivered": unique,
+            "lost": lost,
+            "loss_pct": if expected > 0 { round3(100.0 * lost as f64 / expected as f64) } else { 0.0 },
+            "frames": frames,
+            "duplicates": dups,
+            "out_of_order": ooo,
+            "unparsable": unparsable,
+            "seq_beyond_m": beyond,
+            "clients_complete": complete,
+            "clients_incomplete": connected as u64 - complete,
+            "per_client_min": min_c,
+            "per_client_max": max_c,
+            "ended_early": ended.values().sum::<u64>(),
+            "ended_early_by": ended,
+            "late_tasks": late,
+            "first_send_to_last_recv_s": round3(send_to_last),
+            "recv_window_s": round3(recv_window),
+            "deliveries_per_s": rate(unique, send_to_last),
+            "deliveries_per_s_recv_window": rate(unique, recv_window),
+            "latency_ms": util::summary_ms(&mut lat),
+        },
+        "client_process": {
+            "cpu_s": round3(util::self_cpu_seconds()),
+            "peak_rss_kib": util::self_peak_rss_kib(),
+        },
+    }));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads() {
+        assert_eq!(parse_payload("123 7 xxxx"), Some((123, Some(7))));
+        assert_eq!(parse_payload("123 hello"), Some((123, None)));
+        assert_eq!(parse_payload("123"), Some((123, None)));
+        assert_eq!(parse_payload(r#"{"t": 5, "seq": 2}"#), Some((5, Some(2))));
+        assert_eq!(parse_payload("hello"), None);
+    }
+
+    #[test]
+    fn counting() {
+        let mut st = RxStats::default();
+        let mut seen = vec![0u64; 1];
+        assert!(record(&mut st, &mut seen, 3, "1 1 x"));
+        assert!(record(&mut st, &mut seen, 3, "1 0 x"));
+        assert!(!record(&mut st, &mut seen, 3, "1 0 x"));
+        assert!(record(&mut st, &mut seen, 3, "1 2 x"));
+        assert!(!record(&mut st, &mut seen, 3, "1 9 x"));
+        assert_eq!((st.unique, st.duplicates, st.out_of_order, st.beyond_m), (3, 1, 1, 1));
+    }
+}
