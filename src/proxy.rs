@@ -216,6 +216,44 @@ impl ProxyHttp for Proxy {
         e
     }
 
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("upstream: {peer}"));
+        let idempotent = session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
+        if !idempotent {
+            e.set_retry(false);
+            return e;
+        }
+        // A stale pooled connection: Pingora retries it on a fresh one (same server allowed).
+        e.retry.decide_reuse(client_reused);
+        if e.retry() {
+            return e;
+        }
+        // Like nginx's proxy_next_upstream: an idempotent request whose server failed
+        // before any answer reached the client goes once to another healthy server.
+        let retry = session.response_written().is_none()
+            && ctx.attempts <= self.upstreams.config().retries
+            && self.upstreams.select(ctx.backend.as_ref()).is_some();
+        if retry {
+            self.upstream_failed(ctx, &e);
+            ctx.avoid = ctx.backend.clone();
+            e.set_retry(true);
+            tracing::warn!(
+                request_id = %ctx.request_id,
+                upstream = %ctx.backend.as_ref().map(backend_name).unwrap_or_default(),
+                error = %e,
+                "upstream failed before answering; retrying on another server"
+            );
+        }
+        e
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         // A connect failure that ends the request was already counted in fail_to_connect.
         let c = match ctx.failure {
