@@ -55,6 +55,16 @@ struct InFlight {
     gauge: pingora_prometheus::prometheus::IntGauge,
 }
 
+impl InFlight {
+    fn new(drain: &Arc<Drain>, gauge: &pingora_prometheus::prometheus::IntGauge) -> InFlight {
+        gauge.inc();
+        InFlight {
+            _drain: drain.enter(),
+            gauge: gauge.clone(),
+        }
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.gauge.dec();
@@ -63,6 +73,13 @@ impl Drop for InFlight {
 
 /// Counts an open client connection; dropped with the connection's last context.
 struct ConnectionGuard(pingora_prometheus::prometheus::IntGauge);
+
+impl ConnectionGuard {
+    fn new(gauge: &pingora_prometheus::prometheus::IntGauge) -> ConnectionGuard {
+        gauge.inc();
+        ConnectionGuard(gauge.clone())
+    }
+}
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
@@ -123,16 +140,11 @@ impl ProxyHttp for Proxy {
     async fn early_request_filter(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         ctx.start = Instant::now();
         if ctx.connection.is_none() {
-            self.metrics.http.connections.inc();
-            ctx.connection = Some(Arc::new(ConnectionGuard(
-                self.metrics.http.connections.clone(),
+            ctx.connection = Some(Arc::new(ConnectionGuard::new(
+                &self.metrics.http.connections,
             )));
         }
-        self.metrics.http.in_flight.inc();
-        ctx.in_flight = Some(InFlight {
-            _drain: self.drain.enter(),
-            gauge: self.metrics.http.in_flight.clone(),
-        });
+        ctx.in_flight = Some(InFlight::new(&self.drain, &self.metrics.http.in_flight));
         Ok(())
     }
 
@@ -225,7 +237,8 @@ impl ProxyHttp for Proxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("upstream: {peer}"));
-        let idempotent = session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
+        let idempotent = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
         if !idempotent {
             e.set_retry(false);
             return e;
