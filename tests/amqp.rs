@@ -255,3 +255,38 @@ fn one_connection_is_addressed_by_its_channel_name() {
     assert_eq!(rt.block_on(next_text(&mut me)), "again");
     rt.block_on(quiet(&mut other));
 }
+
+#[test]
+fn a_message_rabbitmq_refuses_is_reported_as_507() {
+    if !rabbitmq_available() {
+        return;
+    }
+    let dir = tempdir();
+    let app = Gunicorn::start(dir.path(), "a", Bind::Tcp(free_port()));
+    let cg = start(dir.path(), &app);
+    let g = unique("full");
+    // Another layer's queue for the same group, full and not consumed: RabbitMQ rejects
+    // publishes routed to it (x-overflow = reject-publish), and confirms with a nack.
+    let queue = format!("{g}-stuck");
+    let script = format!(
+        "import pika\nc = pika.BlockingConnection(pika.URLParameters('amqp://guest:guest@127.0.0.1:5672/%2f'))\nch = c.channel()\nch.queue_declare('{queue}', auto_delete=True, arguments={{'x-max-length': 1, 'x-overflow': 'reject-publish'}})\nch.queue_bind('{queue}', 'groups', routing_key='{g}')\nprint('bound', flush=True)\nimport time; time.sleep(30)\n"
+    );
+    let mut cmd = std::process::Command::new(venv_bin("python"));
+    cmd.args(["-c", &script]);
+    let holder = Proc::spawn("stuck-queue", &mut cmd, dir.path());
+    wait_for("stuck queue bound", Duration::from_secs(15), || {
+        holder.output().contains("bound")
+    });
+    assert_eq!(publish_admin(&cg, &g, "fills the stuck queue"), 200);
+    let r = client()
+        .post(format!("http://127.0.0.1:{}/publish/{g}", cg.admin_port))
+        .body("refused")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 507, "RabbitMQ's refusal reaches the publisher");
+    assert!(r.text().unwrap().contains("refused"));
+    assert_eq!(
+        cg.metric("channelgate_broker_published_total{outcome=\"refused\"}"),
+        1.0
+    );
+}
