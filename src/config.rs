@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub pid_file: PathBuf,
     /// Proxies in front of channelgate whose X-Forwarded-Proto/-Host are kept.
     pub forwarding: crate::proxy::headers::Forwarding,
+    /// Extra read buffer per client connection, in bytes; 0 reads the socket directly.
+    pub read_buffer: usize,
 }
 
 /// `[log]`.
@@ -90,6 +92,7 @@ pub(crate) struct RawServer {
     upgrade_sock: Option<String>,
     pid_file: Option<String>,
     trusted_proxies: Option<Vec<String>>,
+    read_buffer: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -247,7 +250,24 @@ impl RawServer {
                 Err(e) => errs.add(&path.key("trusted_proxies").index(i), e),
             }
         }
+        let read_buffer = match self
+            .read_buffer
+            .as_deref()
+            .map(crate::ws::config::parse_size)
+        {
+            None => 0,
+            Some(Ok(n)) if n <= 1 << 20 => n as usize,
+            Some(Ok(_)) => {
+                errs.add(&path.key("read_buffer"), "must be at most 1MiB");
+                0
+            }
+            Some(Err(e)) => {
+                errs.add(&path.key("read_buffer"), e);
+                0
+            }
+        };
         ServerConfig {
+            read_buffer,
             forwarding: crate::proxy::headers::Forwarding { trusted },
             listen,
             threads,

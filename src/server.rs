@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -51,11 +53,15 @@ fn pingora_conf(config: &Config) -> ServerConf {
     conf
 }
 
-fn add_address<A>(service: &mut Service<A>, addr: &Address) {
-    match addr {
-        Address::Tcp(a) => service.add_tcp(&a.to_string()),
-        Address::Unix(p) => service.add_uds(&p.display().to_string(), None),
-    }
+/// Adds a listener whose connections get `read_buffer` bytes of extra read buffering
+/// (`[server] read_buffer`; 0 by default: Pingora's HTTP layer buffers by itself, and a
+/// taken-over WebSocket would keep the buffer's touched page all its life).
+fn add_address<A>(service: &mut Service<A>, addr: &Address, read_buffer: usize) {
+    let config = match addr {
+        Address::Tcp(a) => ListenerConfig::tcp(a.to_string()),
+        Address::Unix(p) => ListenerConfig::uds(p.display().to_string()),
+    };
+    service.add_listener(config.l4_buffer(L4BufferSettings::default().read(read_buffer)));
 }
 
 /// Builds the server; `run` then blocks until shutdown.
@@ -126,7 +132,7 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         "channelgate proxy",
     );
     for addr in &config.server.listen {
-        add_address(&mut proxy_service, addr);
+        add_address(&mut proxy_service, addr, config.server.read_buffer);
     }
     server.add_service(proxy_service);
 
@@ -143,7 +149,7 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
                 },
             },
         );
-        add_address(&mut admin, addr);
+        add_address(&mut admin, addr, 0);
         server.add_service(admin);
     }
 
