@@ -2,6 +2,11 @@
 //! serves. Each part has its own struct of metrics, built once at start and shared by `Arc`.
 //! Registration goes through the `prometheus` that `pingora-prometheus` re-exports, so one
 //! version of the crate is linked.
+//!
+//! Every `expect("valid metric opts")` below builds a metric from constant, well-formed
+//! names, help texts and labels, which is the only way these constructors fail; the unit
+//! test `registers_and_renders` builds the whole set, so a bad name fails the test suite,
+//! never a running server.
 
 use pingora_prometheus::prometheus::{
     self, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
