@@ -26,7 +26,7 @@ use pingora::server::ShutdownWatch;
 use tokio::sync::mpsc;
 
 use super::codec::{self, Target};
-use super::connection::{self, Backoff, Supervise};
+use super::connection::{self, Link};
 use super::{AmqpConfig, Broker, PublishError, Published};
 use crate::hub::{Event, GroupListener, Hub};
 use crate::metrics::Metrics;
@@ -49,7 +49,7 @@ pub struct AmqpBroker {
     /// The channel publishes go through (confirm mode), while connected.
     publisher: Mutex<Option<Channel>>,
     ops: mpsc::UnboundedSender<BindOp>,
-    ops_rx: Mutex<Option<mpsc::UnboundedReceiver<BindOp>>>,
+    ops_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<BindOp>>,
     /// Decode failure kinds already logged (each kind is logged once, with a sample).
     logged: Mutex<HashSet<&'static str>>,
 }
@@ -77,7 +77,7 @@ impl AmqpBroker {
             up: AtomicBool::new(false),
             publisher: Mutex::new(None),
             ops,
-            ops_rx: Mutex::new(Some(ops_rx)),
+            ops_rx: tokio::sync::Mutex::new(ops_rx),
             logged: Mutex::new(HashSet::new()),
         });
         hub.set_listener(b.clone());
@@ -297,38 +297,6 @@ impl AmqpBroker {
         }
     }
 
-    async fn run(&self, mut shutdown: ShutdownWatch) {
-        let Some(mut ops) = self.ops_rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-            return;
-        };
-        let target = redact(&self.cfg.url);
-        let mut backoff = Backoff::default();
-        while !*shutdown.borrow() {
-            match self.connect().await {
-                Ok((conn, consume, publish)) => {
-                    if backoff.reset() {
-                        self.metrics.broker.reconnects.inc();
-                    }
-                    tracing::info!(broker = %target, queue = %self.queue, "connected to RabbitMQ");
-                    self.set_up(true, Some(publish));
-                    let ended = self.session(&conn, &consume, &mut ops, &mut shutdown).await;
-                    self.set_up(false, None);
-                    match ended {
-                        Ok(()) => return,
-                        Err(e) => {
-                            tracing::warn!(broker = %target, error = %e, "lost the RabbitMQ connection; reconnecting")
-                        }
-                    }
-                }
-                Err(e) if backoff.first() => {
-                    tracing::warn!(broker = %target, error = %e, "cannot connect to RabbitMQ; retrying with backoff")
-                }
-                Err(_) => {}
-            }
-            backoff.wait(&mut shutdown).await;
-        }
-    }
-
     async fn publish(
         &self,
         exchange: &str,
@@ -417,9 +385,37 @@ impl Broker for AmqpBroker {
 }
 
 #[async_trait]
-impl Supervise for AmqpBroker {
-    async fn supervise(&self, shutdown: ShutdownWatch) {
-        self.run(shutdown).await;
+impl Link for AmqpBroker {
+    type Session = (Connection, Channel, Channel);
+
+    fn name(&self) -> &'static str {
+        "broker"
+    }
+
+    fn url(&self) -> &str {
+        &self.cfg.url
+    }
+
+    async fn open(&self) -> lapin::Result<Self::Session> {
+        self.connect().await
+    }
+
+    async fn serve(
+        &self,
+        (conn, consume, publish): Self::Session,
+        shutdown: &mut ShutdownWatch,
+    ) -> lapin::Result<()> {
+        // One session at a time holds the bind requests; they queue while disconnected.
+        let mut ops = self.ops_rx.lock().await;
+        tracing::info!(broker = %redact(&self.cfg.url), queue = %self.queue, "connected to RabbitMQ");
+        self.set_up(true, Some(publish));
+        let ended = self.session(&conn, &consume, &mut ops, shutdown).await;
+        self.set_up(false, None);
+        ended
+    }
+
+    fn reconnected(&self) {
+        self.metrics.broker.reconnects.inc();
     }
 }
 

@@ -64,18 +64,60 @@ impl Backoff {
     }
 }
 
-/// A long-lived task that owns a connection until shutdown.
+/// Something that keeps one RabbitMQ connection: the broker, an amqp-bridge route.
 #[async_trait]
-pub trait Supervise: Send + Sync {
-    async fn supervise(&self, shutdown: ShutdownWatch);
+pub trait Link: Send + Sync {
+    /// What one connected session holds (the connection and its channels).
+    type Session: Send;
+    /// How the link is named in logs.
+    fn name(&self) -> &'static str;
+    /// The URL, for logs (redacted there).
+    fn url(&self) -> &str;
+    /// Connects and declares what the link needs.
+    async fn open(&self) -> lapin::Result<Self::Session>;
+    /// Serves a session until shutdown (`Ok`) or until the connection fails (`Err`).
+    async fn serve(
+        &self,
+        session: Self::Session,
+        shutdown: &mut ShutdownWatch,
+    ) -> lapin::Result<()>;
+    /// Called when a connection succeeds after failures.
+    fn reconnected(&self) {}
 }
 
-/// Runs a [`Supervise`] as a Pingora background service.
+/// Keeps `link` connected until shutdown: connect, serve, and after a failure wait with
+/// backoff and connect again. A failure to connect is logged once per outage.
+pub async fn keep_connected<L: Link>(link: &L, mut shutdown: ShutdownWatch) {
+    let target = super::amqp::redact(link.url());
+    let mut backoff = Backoff::default();
+    while !*shutdown.borrow() {
+        match link.open().await {
+            Ok(session) => {
+                if backoff.reset() {
+                    link.reconnected();
+                }
+                match link.serve(session, &mut shutdown).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(link = link.name(), broker = %target, error = %e, "lost the RabbitMQ connection; reconnecting")
+                    }
+                }
+            }
+            Err(e) if backoff.first() => {
+                tracing::warn!(link = link.name(), broker = %target, error = %e, "cannot connect to RabbitMQ; retrying with backoff")
+            }
+            Err(_) => {}
+        }
+        backoff.wait(&mut shutdown).await;
+    }
+}
+
+/// Runs a [`Link`] as a Pingora background service, so that it sees shutdown.
 pub struct Supervised<T>(pub Arc<T>);
 
 #[async_trait]
-impl<T: Supervise + 'static> BackgroundService for Supervised<T> {
+impl<T: Link + 'static> BackgroundService for Supervised<T> {
     async fn start(&self, shutdown: ShutdownWatch) {
-        self.0.supervise(shutdown).await;
+        keep_connected(&*self.0, shutdown).await;
     }
 }

@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::broker::amqp::redact;
-use crate::broker::connection::{self, Backoff, Supervise};
+use crate::broker::connection::{self, Link};
 use crate::hub::{Event, Hub};
 use crate::metrics::Metrics;
 use crate::ws::{Conn, Endpoint};
@@ -120,35 +120,6 @@ impl Bridge {
             .await?;
         }
         Ok((conn, ch))
-    }
-
-    async fn run(&self, mut shutdown: ShutdownWatch) {
-        let target = redact(&self.url);
-        let mut backoff = Backoff::default();
-        while !*shutdown.borrow() {
-            match self.connect().await {
-                Ok((conn, ch)) => {
-                    backoff.reset();
-                    tracing::info!(broker = %target, exchange = %self.cfg.exchange, queue = %self.queue, "amqp-bridge connected");
-                    *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = Some(ch.clone());
-                    self.up.store(true, Ordering::SeqCst);
-                    let ended = self.consume(&conn, &ch, &mut shutdown).await;
-                    self.up.store(false, Ordering::SeqCst);
-                    *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    match ended {
-                        Ok(()) => return,
-                        Err(e) => {
-                            tracing::warn!(broker = %target, error = %e, "amqp-bridge lost its connection; reconnecting")
-                        }
-                    }
-                }
-                Err(e) if backoff.first() => {
-                    tracing::warn!(broker = %target, error = %e, "amqp-bridge cannot connect; retrying")
-                }
-                Err(_) => {}
-            }
-            backoff.wait(&mut shutdown).await;
-        }
     }
 
     async fn consume(
@@ -366,9 +337,33 @@ fn uuid_v4() -> String {
 }
 
 #[async_trait]
-impl Supervise for Bridge {
-    async fn supervise(&self, shutdown: ShutdownWatch) {
-        self.run(shutdown).await;
+impl Link for Bridge {
+    type Session = (Connection, Channel);
+
+    fn name(&self) -> &'static str {
+        "amqp-bridge"
+    }
+
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn open(&self) -> lapin::Result<Self::Session> {
+        self.connect().await
+    }
+
+    async fn serve(
+        &self,
+        (conn, ch): Self::Session,
+        shutdown: &mut ShutdownWatch,
+    ) -> lapin::Result<()> {
+        tracing::info!(broker = %redact(&self.url), exchange = %self.cfg.exchange, queue = %self.queue, "amqp-bridge connected");
+        *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = Some(ch.clone());
+        self.up.store(true, Ordering::SeqCst);
+        let ended = self.consume(&conn, &ch, shutdown).await;
+        self.up.store(false, Ordering::SeqCst);
+        *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        ended
     }
 }
 
