@@ -10,22 +10,8 @@ use common::*;
 use futures::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
-const ROUTES: &str =
-    "[broker]\nkind = \"amqp\"\n\n[[ws]]\npath = \"/ws/{g}/\"\ngroups = [\"{g}\"]\n";
-
 fn start(dir: &std::path::Path, app: &Gunicorn) -> Channelgate {
-    let cg = Channelgate::start(
-        dir,
-        "",
-        &format!(
-            "[upstream]\nservers = [\"{}\"]\n{ROUTES}",
-            app.bind.config_addr()
-        ),
-    );
-    wait_for("broker connected", Duration::from_secs(20), || {
-        cg.metric("channelgate_broker_up") == 1.0
-    });
-    cg
+    start_amqp(dir, app, "")
 }
 
 fn wait_bound(cg: &Channelgate, n: f64) {
@@ -217,17 +203,7 @@ fn one_connection_is_addressed_by_its_channel_name() {
     }
     let dir = tempdir();
     let app = Gunicorn::start(dir.path(), "a", Bind::Tcp(free_port()));
-    let cg = Channelgate::start(
-        dir.path(),
-        "",
-        &format!(
-            "[upstream]\nservers = [\"{}\"]\n[broker]\nkind = \"amqp\"\n[[ws]]\npath = \"/ws/{{g}}/\"\ngroups = [\"{{g}}\"]\ninbound = {{ http = \"/ws/my-channel/\" }}\n",
-            app.bind.config_addr()
-        ),
-    );
-    wait_for("broker connected", Duration::from_secs(20), || {
-        cg.metric("channelgate_broker_up") == 1.0
-    });
+    let cg = start_amqp(dir.path(), &app, "inbound = { http = \"/ws/my-channel/\" }");
     let g = unique("chan");
     let rt = rt();
     let (mut me, mut other) = rt.block_on(async {

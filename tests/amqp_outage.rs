@@ -40,23 +40,9 @@ fn clients_stay_connected_through_a_broker_outage_and_delivery_resumes() {
     }
     let dir = tempdir();
     let app = Gunicorn::start(dir.path(), "a", Bind::Tcp(free_port()));
-    let cg = Channelgate::start(
-        dir.path(),
-        "",
-        &format!(
-            "[upstream]\nservers = [\"{}\"]\n[broker]\nkind = \"amqp\"\n[[ws]]\npath = \"/ws/{{g}}/\"\ngroups = [\"{{g}}\"]\nping_interval = \"1s\"\n",
-            app.bind.config_addr()
-        ),
-    );
-    wait_for("broker connected", Duration::from_secs(20), || {
-        cg.metric("channelgate_broker_up") == 1.0
-    });
+    let cg = start_amqp(dir.path(), &app, "ping_interval = \"1s\"");
     let g = unique("outage");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::ws::rt();
     let mut ws = rt.block_on(async {
         let req = format!("ws://{}/ws/{g}/", cg.addr())
             .into_client_request()

@@ -442,3 +442,17 @@ pub fn amqp_publish(args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// channelgate with the RabbitMQ broker in front of `app`, one route `/ws/{g}/` joining
+/// group `{g}` (plus `route_extra` keys), once the broker is connected.
+pub fn start_amqp(dir: &Path, app: &Gunicorn, route_extra: &str) -> Channelgate {
+    let body = format!(
+        "[upstream]\nservers = [\"{}\"]\n[broker]\nkind = \"amqp\"\n\n[[ws]]\npath = \"/ws/{{g}}/\"\ngroups = [\"{{g}}\"]\n{route_extra}\n",
+        app.bind.config_addr()
+    );
+    let cg = Channelgate::start(dir, "", &body);
+    wait_for("broker connected", Duration::from_secs(20), || {
+        cg.metric("channelgate_broker_up") == 1.0
+    });
+    cg
+}
