@@ -40,8 +40,9 @@ QUIET_PCT=25       # before each measurement, wait until the machine is at most 
 QUIET_WAIT=120     # ... for at most this many seconds, then measure anyway and say so
 
 usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
-die() { echo "fanout/run.sh: $*" >&2; exit 1; }
-log() { printf '[fanout %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+BENCH=fanout
+# shellcheck source=../lib.sh
+source "$(dirname "$0")/../lib.sh"
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -127,52 +128,15 @@ log "open files limit: $(ulimit -n)"
 
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
 TMP="$(mktemp -d /tmp/cg-fanout.XXXXXX)"
-PIDS=()
 SERVER_PID=""
 
-stop_pid() {  # PID: SIGTERM, then SIGKILL after 5 s
-    local pid="$1" i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    local rc=$?
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    if [ "$KEEP" = 1 ] || [ "$rc" != 0 ]; then
-        echo "fanout/run.sh: kept $TMP" >&2
-        if [ "$rc" != 0 ]; then
-            for f in "$TMP"/*.log "$TMP"/*.err; do
-                [ -s "$f" ] && { echo "--- tail $f" >&2; tail -n 15 "$f" >&2; }
-            done
-        fi
-    else
-        rm -rf "$TMP"
-    fi
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
-
-# Run a private copy: a concurrent `cargo build` may replace target/release/channelgate
-# while the benchmark runs.
-cp -p "$BIN" "$TMP/channelgate"
-BIN="$TMP/channelgate"
+use_private_binary
 "$PY" "$LIB" machine >"$TMP/machine.json"
 "$PY" "$LIB" versions "$REPO" "$BIN" "$PY" >"$TMP/versions.json"
 RABBIT_PID="$(pgrep -o -x beam.smp 2>/dev/null || true)"   # read-only: its CPU time
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() {  # PORT SECONDS PID
-    local i
-    for i in $(seq $(($2 * 10))); do
-        port_open "$1" && return 0
-        kill -0 "$3" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
 proc_json() {  # PID FILE
     if [ -n "$1" ] && [ -r "/proc/$1/stat" ]; then "$PY" "$LIB" proc "$1" >"$2"; else echo '{}' >"$2"; fi
 }

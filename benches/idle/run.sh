@@ -35,8 +35,9 @@ QUIET_PCT=25       # before each measurement, wait until the machine is at most 
 QUIET_WAIT=120     # ... for at most this many seconds, then measure anyway and say so
 
 usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
-die() { echo "idle/run.sh: $*" >&2; exit 1; }
-log() { printf '[idle %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+BENCH=idle
+# shellcheck source=../lib.sh
+source "$(dirname "$0")/../lib.sh"
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -104,46 +105,14 @@ log "open files limit: $NOFILE"
 
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
 TMP="$(mktemp -d /tmp/cg-idle.XXXXXX)"
-PIDS=()
 SERVER_PID=""
 
-stop_pid() {
-    local pid="$1" i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    local rc=$?
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    if [ "$KEEP" = 1 ] || [ "$rc" != 0 ]; then
-        echo "idle/run.sh: kept $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
-
-# Run a private copy: a concurrent `cargo build` may replace target/release/channelgate
-# while the benchmark runs.
-cp -p "$BIN" "$TMP/channelgate"
-BIN="$TMP/channelgate"
+use_private_binary
 "$PY" "$LIB" machine >"$TMP/machine.json"
 "$PY" "$LIB" versions "$REPO" "$BIN" "$PY" >"$TMP/versions.json"
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() {
-    local i
-    for i in $(seq $(($2 * 10))); do
-        port_open "$1" && return 0
-        kill -0 "$3" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
 log_problems() {  # LOG OFFSET OUT
     { tail -c +"$(($2 + 1))" "$1" 2>/dev/null | grep -aiE 'error|warn|panic|traceback|exception|critical' || true; } \
         | "$PY" -c 'import json,sys; print(json.dumps([l.rstrip()[:400] for l in sys.stdin][:50]))' >"$3"

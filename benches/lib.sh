@@ -1,0 +1,53 @@
+# Shared by benches/*/run.sh: logging, process clean-up, the private binary copy, and
+# waiting for ports. Source it after setting BENCH (the script's short name).
+# shellcheck shell=bash
+
+die() { echo "$BENCH/run.sh: $*" >&2; exit 1; }
+log() { printf '[%s %s] %s\n' "$BENCH" "$(date +%H:%M:%S)" "$*" >&2; }
+
+PIDS=()   # processes the script started; stopped last-started first on exit
+
+stop_pid() {  # PID: SIGTERM, then SIGKILL after 10 s
+    local pid="$1" i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# EXIT trap: stop every started process; keep $TMP (with log tails on failure) when
+# --keep was given or the run failed, else remove it.
+bench_cleanup() {
+    local rc=$? i f
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[$i]}"; done
+    if [ "${KEEP:-0}" = 1 ] || [ "$rc" != 0 ]; then
+        echo "$BENCH/run.sh: kept $TMP" >&2
+        if [ "$rc" != 0 ]; then
+            for f in "$TMP"/*.log "$TMP"/*.err; do
+                [ -s "$f" ] && { echo "--- tail $f" >&2; tail -n 15 "$f" >&2; }
+            done
+        fi
+    else
+        rm -rf "$TMP"
+    fi
+}
+
+# Runs a private copy of $BIN: a concurrent `cargo build` may replace
+# target/release/channelgate while the benchmark runs.
+use_private_binary() {
+    cp -p "$BIN" "$TMP/channelgate"
+    BIN="$TMP/channelgate"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {  # PORT SECONDS PID: until the port accepts, the process dies, or time is up
+    local i
+    for i in $(seq $(($2 * 10))); do
+        port_open "$1" && return 0
+        kill -0 "$3" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
