@@ -43,23 +43,6 @@ fn from_example(dir: &std::path::Path, name: &str, app: &Bind) -> Channelgate {
     Channelgate::start_with(dir, config, port, admin_port, false)
 }
 
-/// Logs in through channelgate and returns the Cookie header value.
-fn login(cg: &Channelgate, path: &str, user: &str) -> String {
-    let r = client()
-        .post(cg.url(path))
-        .form(&[("username", user), ("password", &format!("{user}-pw"))])
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let cookies: Vec<String> = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())
-        .collect();
-    cookies.join("; ")
-}
-
 fn cookie_value(cookies: &str, name: &str) -> String {
     cookies
         .split("; ")

@@ -54,31 +54,10 @@ fn publish(cg: &Channelgate, group: &str, body: &str, content_type: &str) -> (u1
     let status = r.status().as_u16();
     (status, r.json().unwrap_or(Value::Null))
 }
-
-fn login(cg: &Channelgate, user: &str) -> String {
-    let r = client()
-        .post(cg.url("/accounts/login/"))
-        .form(&[("username", user), ("password", &format!("{user}-pw"))])
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let cookies: Vec<String> = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())
-        .collect();
-    assert!(
-        cookies.iter().any(|c| c.starts_with("sessionid=")),
-        "{cookies:?}"
-    );
-    cookies.join("; ")
-}
-
 #[test]
 fn catmaid_updates_reach_the_logged_in_user_and_anonymous_is_refused() {
     let s = setup("[[ws]]\npath = \"/channels/updates/\"\ngroups = [\"updates-{user}\"]\nauth = { path = \"/ws-auth/\" }\n");
-    let cookie = login(&s.cg, "alice");
+    let cookie = login(&s.cg, "/accounts/login/", "alice");
 
     // A real Python client (websockets) with the Django session cookie.
     let mut cmd = std::process::Command::new(venv_bin("python"));

@@ -456,3 +456,25 @@ pub fn start_amqp(dir: &Path, app: &Gunicorn, route_extra: &str) -> Channelgate 
     });
     cg
 }
+
+/// Logs `user` (password `<user>-pw`) in at `path` through channelgate; returns the Cookie
+/// header value holding every cookie the app set (the session among them).
+pub fn login(cg: &Channelgate, path: &str, user: &str) -> String {
+    let r = client()
+        .post(cg.url(path))
+        .form(&[("username", user), ("password", &format!("{user}-pw"))])
+        .send()
+        .expect("login request");
+    assert_eq!(r.status(), 200, "login as {user}");
+    let cookies: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|c| c.to_str().ok()?.split(';').next().map(str::to_string))
+        .collect();
+    assert!(
+        cookies.iter().any(|c| c.starts_with("sessionid=")),
+        "{cookies:?}"
+    );
+    cookies.join("; ")
+}
