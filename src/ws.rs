@@ -212,15 +212,21 @@ impl Endpoint {
             csrftoken: cookie(&req, "csrftoken"),
             subscribe: identity.subscribe,
         };
-        let detached = crate::proxy::takeover::detach(session, resp)
-            .await
-            .map_err(|e| {
-                Refusal::new(
+        // Join before the 101 reaches the client: a message published once the client is
+        // connected must find it in its groups (it waits in the member's queue until the
+        // session task runs).
+        let membership = session::Membership::join(&self.hub, &conn);
+        let detached = match crate::proxy::takeover::detach(session, resp).await {
+            Ok(d) => d,
+            Err(e) => {
+                membership.leave(&self.hub, &conn);
+                return Err(Refusal::new(
                     500,
                     format!("cannot take the connection over: {e}"),
                     "bad_handshake",
-                )
-            })?;
+                ));
+            }
+        };
         self.metrics
             .ws
             .connects
@@ -246,7 +252,7 @@ impl Endpoint {
         // Reachable by shutdown: the session watches `shutdown` and closes with 1001, and
         // the drain waits for it through `guard`.
         tokio::spawn(async move {
-            session::run(ep, conn, ws).await;
+            session::run(ep, conn, ws, membership).await;
             drop(guard);
         });
         Ok(())

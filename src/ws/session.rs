@@ -16,8 +16,9 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::config::Protocol;
 use super::{inbound, Conn, Endpoint};
-use crate::hub::Outbound;
+use crate::hub::{Hub, Kick, Member, Outbound};
 use crate::protocols::{self, Subscriptions};
+use tokio::sync::mpsc;
 
 pub(crate) type Ws = WebSocketStream<Stream>;
 
@@ -67,7 +68,7 @@ const BATCH: usize = 64;
 async fn send_queued(
     ep: &Endpoint,
     ws: &mut Ws,
-    rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
+    rx: &mut mpsc::Receiver<Outbound>,
     first: Message,
     limit: Duration,
 ) -> Result<(u64, Option<(u16, String)>), &'static str> {
@@ -133,14 +134,41 @@ async fn shutting_down(rx: &mut tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-pub(super) async fn run(ep: Arc<Endpoint>, conn: Conn, mut ws: Ws) {
+/// A connection's place in the hub: registered under its channel name and joined to its
+/// route's groups, with the queue and kick its session reads.
+pub(super) struct Membership {
+    member: Member,
+    rx: mpsc::Receiver<Outbound>,
+    kick: Arc<Kick>,
+}
+
+impl Membership {
+    pub(super) fn join(hub: &Hub, conn: &Conn) -> Membership {
+        let (member, rx, kick) = hub.member(conn.route.send_queue, conn.route.slow_client);
+        hub.register_channel(&conn.channel, &member);
+        for g in &conn.groups {
+            hub.join(g, &member);
+        }
+        Membership { member, rx, kick }
+    }
+
+    /// Undoes [`Membership::join`].
+    pub(super) fn leave(self, hub: &Hub, conn: &Conn) {
+        for g in &conn.groups {
+            hub.leave(g, self.member.id);
+        }
+        hub.unregister_channel(&conn.channel);
+    }
+}
+
+pub(super) async fn run(ep: Arc<Endpoint>, conn: Conn, mut ws: Ws, membership: Membership) {
     let route = conn.route.clone();
     let route_label = route.path.to_string();
-    let (member, mut rx, kick) = ep.hub.member(route.send_queue, route.slow_client);
-    ep.hub.register_channel(&conn.channel, &member);
-    for g in &conn.groups {
-        ep.hub.join(g, &member);
-    }
+    let Membership {
+        member,
+        mut rx,
+        kick,
+    } = membership;
     let open = ep.metrics.ws.open.with_label_values(&[&route_label]);
     open.inc();
     let started = Instant::now();
@@ -254,11 +282,8 @@ pub(super) async fn run(ep: Arc<Endpoint>, conn: Conn, mut ws: Ws) {
         let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
     }
 
-    for g in &conn.groups {
-        ep.hub.leave(g, member.id);
-    }
     subs.leave_all(&ep, &member);
-    ep.hub.unregister_channel(&conn.channel);
+    Membership { member, rx, kick }.leave(&ep.hub, &conn);
     open.dec();
     ep.metrics
         .ws
