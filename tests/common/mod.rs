@@ -26,10 +26,20 @@ pub fn venv_bin(tool: &str) -> PathBuf {
     p
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, and never handed out before in this test
+/// process: the kernel may offer a just-released port again, and two servers of one
+/// test (or of two tests running in parallel) must not be given the same one.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = l.local_addr().expect("local addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Polls `ready` until it holds or `limit` passes.
@@ -347,10 +357,28 @@ impl Channelgate {
     pub fn wait_ready(&self) {
         let admin = format!("127.0.0.1:{}", self.admin_port);
         let listen = format!("127.0.0.1:{}", self.port);
-        wait_for("channelgate listeners", Duration::from_secs(20), || {
-            http_get_raw(&admin, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
-                && accepts(&listen)
-        });
+        let start = Instant::now();
+        while !(http_get_raw(&admin, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+            && accepts(&listen))
+        {
+            let exited = std::process::Command::new("kill")
+                .args(["-0", &self.proc.pid().to_string()])
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| !s.success())
+                .unwrap_or(false);
+            assert!(
+                !exited,
+                "channelgate exited before it was ready:\n{}",
+                self.proc.output()
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out after 20s waiting for channelgate listeners:\n{}",
+                self.proc.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
