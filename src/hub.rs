@@ -3,14 +3,14 @@
 //! bytes. A full queue is the slow-client policy's decision, counted; nobody waits for it.
 
 pub mod message;
+pub mod queue;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
-use tokio::sync::{mpsc, Notify};
-
 pub use message::{Event, Outbound};
+pub use queue::{Queue, Recv, Refused};
 
 use crate::metrics::Metrics;
 use crate::ws::config::SlowClient;
@@ -31,42 +31,11 @@ pub fn check_group_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Tells a connection to close, from outside its queue (which may be full).
-#[derive(Default)]
-pub struct Kick {
-    code: AtomicU16,
-    notify: Notify,
-}
-
-impl Kick {
-    pub fn kick(&self, code: u16) {
-        if self
-            .code
-            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-        {
-            self.notify.notify_one();
-        }
-    }
-
-    /// Resolves with the close code once kicked.
-    pub async fn kicked(&self) -> u16 {
-        loop {
-            let c = self.code.load(Ordering::SeqCst);
-            if c != 0 {
-                return c;
-            }
-            self.notify.notified().await;
-        }
-    }
-}
-
 /// One connection, as the hub sees it.
 #[derive(Clone)]
 pub struct Member {
     pub id: u64,
-    tx: mpsc::Sender<Outbound>,
-    kick: Arc<Kick>,
+    queue: Arc<Queue>,
     slow: SlowClient,
 }
 
@@ -111,22 +80,16 @@ impl Hub {
         let _ = self.listener.set(l);
     }
 
-    /// A new member with a queue of `capacity` messages; the receiver and kick go to the
-    /// connection's task.
-    pub fn member(
-        &self,
-        capacity: usize,
-        slow: SlowClient,
-    ) -> (Member, mpsc::Receiver<Outbound>, Arc<Kick>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let kick = Arc::new(Kick::default());
+    /// A new member with a queue of `capacity` messages; the queue also goes to the
+    /// connection's task, which reads it and closes it when the connection ends.
+    pub fn member(&self, capacity: usize, slow: SlowClient) -> (Member, Arc<Queue>) {
+        let queue = Arc::new(Queue::new(capacity));
         let m = Member {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            tx,
-            kick: kick.clone(),
+            queue: queue.clone(),
             slow,
         };
-        (m, rx, kick)
+        (m, queue)
     }
 
     // A poisoned lock means a panic while holding it, in code that does not panic; the data
@@ -205,10 +168,10 @@ impl Hub {
     }
 
     fn offer(&self, m: &Member, out: &Outbound, d: &mut Delivery) {
-        match m.tx.try_send(out.clone()) {
+        match m.queue.offer(out.clone()) {
             Ok(()) => d.delivered += 1,
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Closed) => {}
+            Err(Refused::Full) => {
                 d.dropped += 1;
                 match (m.slow, out) {
                     (SlowClient::Drop, Outbound::Frame(_)) => {
@@ -224,7 +187,7 @@ impl Hub {
                             .drops
                             .with_label_values(&["slow_client_closed"])
                             .inc();
-                        m.kick.kick(1013);
+                        m.queue.kick(1013);
                     }
                 }
             }
@@ -272,8 +235,8 @@ mod tests {
     #[tokio::test]
     async fn fans_out_once_and_kicks_slow_members() {
         let hub = Hub::new(Arc::new(Metrics::new()));
-        let (a, mut rx_a, _) = hub.member(8, SlowClient::Close);
-        let (b, _rx_b, kick_b) = hub.member(1, SlowClient::Close);
+        let (a, queue_a) = hub.member(8, SlowClient::Close);
+        let (b, queue_b) = hub.member(1, SlowClient::Close);
         hub.join("g", &a);
         hub.join("g", &b);
         let ev = Event::text("t", "hi".into());
@@ -292,10 +255,10 @@ mod tests {
                 dropped: 1
             }
         );
-        assert_eq!(kick_b.kicked().await, 1013);
+        assert_eq!(queue_b.recv().await, Recv::Kicked(1013));
         assert_eq!(
-            rx_a.recv().await.unwrap(),
-            Outbound::Frame(Message::Text("hi".into()))
+            queue_a.recv().await,
+            Recv::Item(Outbound::Frame(Message::Text("hi".into())))
         );
         hub.leave("g", a.id);
         hub.leave("g", b.id);

@@ -53,8 +53,10 @@ pub struct Conn {
     pub groups: Vec<String>,
     /// The group inbound frames go to, for `inbound = { group = ... }`.
     pub inbound_group: Option<String>,
-    pub params: BTreeMap<String, String>,
-    /// The client's Cookie, Authorization and Host, passed on to `inbound = { http = ... }`.
+    /// The route's path parameters, for `inbound = { http = ... }`.
+    pub params: Vec<(String, String)>,
+    /// The client's Cookie, Authorization and Host, kept only when the route calls the app
+    /// later ([`RouteConfig::keeps_credentials`]).
     pub credentials: Vec<(&'static str, http::HeaderValue)>,
     pub client: String,
     pub request_id: String,
@@ -191,9 +193,17 @@ impl Endpoint {
             _ => None,
         };
         let mut credentials = Vec::new();
-        for name in ["cookie", "authorization", "host"] {
-            if let Some(v) = req.headers.get(name) {
-                credentials.push((name, v.clone()));
+        if route.keeps_credentials() {
+            for name in ["cookie", "authorization", "host"] {
+                // A copy: Pingora's header values share the 4 KiB buffer the request head
+                // was read into, which a clone would keep alive as long as the connection.
+                if let Some(Ok(v)) = req
+                    .headers
+                    .get(name)
+                    .map(|v| http::HeaderValue::from_bytes(v.as_bytes()))
+                {
+                    credentials.push((name, v));
+                }
             }
         }
         let conn = Conn {
@@ -202,7 +212,7 @@ impl Endpoint {
             user: identity.user,
             groups,
             inbound_group,
-            params,
+            params: params.into_iter().collect(),
             credentials,
             client: session
                 .client_addr()
@@ -251,10 +261,7 @@ impl Endpoint {
         let ep = self.clone();
         // Reachable by shutdown: the session watches `shutdown` and closes with 1001, and
         // the drain waits for it through `guard`.
-        tokio::spawn(async move {
-            session::run(ep, conn, ws, membership).await;
-            drop(guard);
-        });
+        tokio::spawn(session::run(ep, conn, ws, membership, guard));
         Ok(())
     }
 }

@@ -420,3 +420,37 @@ fn idle_and_lifetime_limits_close_with_1001() {
         s.cg.metric("channelgate_ws_closes_total{code=\"1001\"}") == 2.0
     });
 }
+
+#[test]
+fn pings_are_sent_and_a_client_that_never_answers_is_dropped() {
+    let s = setup("[[ws]]\npath = \"/ws/ping/\"\nping_interval = \"1s\"\n");
+    let rt = rt();
+    let addr = s.cg.addr();
+    // A live client sees pings (tungstenite answers them as it reads).
+    let mut live = rt.block_on(connect(&addr, "/ws/ping/"));
+    let first = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(5), live.next()).await })
+        .expect("no ping within 5 s")
+        .expect("stream ended")
+        .expect("read failed");
+    assert!(matches!(first, Message::Ping(_)), "got {first:?}");
+    // A client that never reads never answers: dropped after two silent intervals,
+    // while the live one keeps reading (and answering).
+    let silent = rt.block_on(connect(&addr, "/ws/ping/"));
+    rt.block_on(async {
+        let end = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < end {
+            let _ = tokio::time::timeout_at(end, live.next()).await;
+        }
+    });
+    assert_eq!(
+        s.cg.metric("channelgate_ws_closes_total{code=\"1006\"}"),
+        1.0
+    );
+    assert_eq!(
+        s.cg.metric("channelgate_ws_connections{route=\"/ws/ping/\"}"),
+        1.0
+    );
+    assert!(s.cg.metric("channelgate_ws_frames_received_total{kind=\"pong\"}") >= 4.0);
+    drop((live, silent));
+}

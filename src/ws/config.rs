@@ -45,6 +45,14 @@ pub struct RouteConfig {
     pub max_groups: usize,
 }
 
+impl RouteConfig {
+    /// Whether connections must keep the client's Cookie, Authorization and Host for later
+    /// calls to the app: `inbound = { http = ... }` and `authorize`.
+    pub fn keeps_credentials(&self) -> bool {
+        matches!(self.inbound, Inbound::Http { .. }) || self.authorize.is_some()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Protocol {
     Channels,

@@ -5,20 +5,22 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::future::poll_fn;
+
 use futures::{SinkExt, StreamExt};
 use pingora::protocols::Stream;
-use tokio::time::{interval_at, sleep_until, Instant as TokioInstant, MissedTickBehavior};
+use tokio::time::{sleep_until, Instant as TokioInstant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::config::Protocol;
+use super::config::{Protocol, RouteConfig};
 use super::{inbound, Conn, Endpoint};
-use crate::hub::{Hub, Kick, Member, Outbound};
+use crate::hub::{Hub, Member, Outbound, Queue, Recv};
 use crate::protocols::{self, Subscriptions};
-use tokio::sync::mpsc;
+use crate::shutdown::DrainGuard;
 
 pub(crate) type Ws = WebSocketStream<Stream>;
 
@@ -65,10 +67,13 @@ const BATCH: usize = 64;
 /// Writes `first` and whatever else is already queued (up to [`BATCH`]) with one flush:
 /// during a burst a client's frames leave in few writes instead of one each. Returns the
 /// frames written and, when the queue held a close, that close.
+///
+/// Written against the `Sink` poll functions: `feed` futures would each hold another copy
+/// of a message, and this future's size is paid by every idle connection's task.
 async fn send_queued(
     ep: &Endpoint,
     ws: &mut Ws,
-    rx: &mut mpsc::Receiver<Outbound>,
+    queue: &Queue,
     first: Message,
     limit: Duration,
 ) -> Result<(u64, Option<(u16, String)>), &'static str> {
@@ -77,18 +82,19 @@ async fn send_queued(
         let mut next = Some(first);
         while let Some(m) = next.take() {
             bytes += m.len() as u64;
-            ws.feed(m).await?;
+            poll_fn(|cx| ws.poll_ready_unpin(cx)).await?;
+            ws.start_send_unpin(m)?;
             frames += 1;
             if frames as usize >= BATCH {
                 break;
             }
-            match rx.try_recv() {
-                Ok(Outbound::Frame(m)) => next = Some(m),
-                Ok(Outbound::Close(code, reason)) => close = Some((code, reason)),
-                Err(_) => {}
+            match queue.try_recv() {
+                Some(Outbound::Frame(m)) => next = Some(m),
+                Some(Outbound::Close(code, reason)) => close = Some((code, reason)),
+                None => {}
             }
         }
-        ws.flush().await?;
+        poll_fn(|cx| ws.poll_flush_unpin(cx)).await?;
         Ok::<_, WsError>((frames, bytes, close))
     };
     match tokio::time::timeout(limit, write).await {
@@ -135,21 +141,20 @@ async fn shutting_down(rx: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 /// A connection's place in the hub: registered under its channel name and joined to its
-/// route's groups, with the queue and kick its session reads.
+/// route's groups, with the queue its session reads.
 pub(super) struct Membership {
     member: Member,
-    rx: mpsc::Receiver<Outbound>,
-    kick: Arc<Kick>,
+    queue: Arc<Queue>,
 }
 
 impl Membership {
     pub(super) fn join(hub: &Hub, conn: &Conn) -> Membership {
-        let (member, rx, kick) = hub.member(conn.route.send_queue, conn.route.slow_client);
+        let (member, queue) = hub.member(conn.route.send_queue, conn.route.slow_client);
         hub.register_channel(&conn.channel, &member);
         for g in &conn.groups {
             hub.join(g, &member);
         }
-        Membership { member, rx, kick }
+        Membership { member, queue }
     }
 
     /// Undoes [`Membership::join`].
@@ -158,151 +163,281 @@ impl Membership {
             hub.leave(g, self.member.id);
         }
         hub.unregister_channel(&conn.channel);
+        self.queue.close();
     }
 }
 
-pub(super) async fn run(ep: Arc<Endpoint>, conn: Conn, mut ws: Ws, membership: Membership) {
-    let route = conn.route.clone();
-    let route_label = route.path.to_string();
-    let Membership {
-        member,
-        mut rx,
-        kick,
-    } = membership;
-    let open = ep.metrics.ws.open.with_label_values(&[&route_label]);
-    open.inc();
-    let started = Instant::now();
-    let (mut frames_in, mut frames_out) = (0u64, 0u64);
-    let mut shutdown = ep.shutdown.clone();
-    let ping_every = route
-        .ping_interval
-        .unwrap_or(Duration::from_secs(3600 * 24 * 365));
-    let mut ping = interval_at(TokioInstant::now() + ping_every, ping_every);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
-    // Timers are created once and reset, not per message: a busy connection loops often.
-    let far = TokioInstant::now() + Duration::from_secs(3600 * 24 * 365 * 10);
-    let lifetime = sleep_until(route.max_lifetime.map_or(far, |d| TokioInstant::now() + d));
-    tokio::pin!(lifetime);
-    let idle = sleep_until(route.idle_timeout.map_or(far, |d| TokioInstant::now() + d));
-    tokio::pin!(idle);
-    let mut subs = Subscriptions::default();
-    let opened = match route.protocol {
-        Protocol::Awx => protocols::awx::on_open(&ep, &conn, &mut ws).await,
-        _ => Ok(()),
-    };
+/// The connection's three timers (next ping, idle deadline, lifetime deadline) folded into
+/// one: a tokio timer sits in every connection's task, and one is a third of three.
+#[derive(Debug)]
+struct Timers {
+    ping_every: Option<Duration>,
+    next_ping: Option<TokioInstant>,
+    idle: Option<Duration>,
+    idle_at: Option<TokioInstant>,
+    lifetime_at: Option<TokioInstant>,
+}
 
-    let ending: Ending = if let Err(e) = opened {
-        Ending {
-            code: 1006,
-            by: "server",
-            reason: e.into(),
+/// What a timer wake-up found due, the most final first.
+#[derive(Debug, PartialEq)]
+enum Due {
+    Lifetime,
+    Idle,
+    Ping,
+    Nothing,
+}
+
+impl Timers {
+    fn new(route: &RouteConfig, now: TokioInstant) -> Timers {
+        Timers {
+            ping_every: route.ping_interval,
+            next_ping: route.ping_interval.map(|d| now + d),
+            idle: route.idle_timeout,
+            idle_at: route.idle_timeout.map(|d| now + d),
+            lifetime_at: route.max_lifetime.map(|d| now + d),
         }
-    } else {
-        loop {
-            tokio::select! {
-                _ = shutting_down(&mut shutdown) => break Ending::server(1001, "server shutting down"),
-                code = kick.kicked() => break Ending::server(code, "too slow: messages queued faster than the client reads"),
-                _ = &mut lifetime, if route.max_lifetime.is_some() => break Ending::server(1001, "connection lifetime reached"),
-                _ = &mut idle, if route.idle_timeout.is_some() => break Ending::server(1001, "idle timeout"),
-                _ = ping.tick(), if route.ping_interval.is_some() => {
-                    if last_heard.elapsed() > ping_every * 2 {
-                        break Ending { code: 1006, by: "server", reason: "no answer to pings".into() };
-                    }
-                    if let Err(e) = send(&ep, &mut ws, Message::Ping(Default::default()), route.send_timeout).await {
-                        break Ending { code: 1006, by: "server", reason: e.into() };
-                    }
-                }
-                out = rx.recv() => match out {
-                    Some(Outbound::Frame(m)) => match send_queued(&ep, &mut ws, &mut rx, m, route.send_timeout).await {
-                        Ok((n, close)) => {
-                            frames_out += n;
-                            if let Some((code, reason)) = close {
-                                break Ending::server(code, &reason);
-                            }
-                        }
-                        Err(e) => break Ending { code: 1006, by: "server", reason: e.into() },
-                    },
-                    Some(Outbound::Close(code, reason)) => break Ending::server(code, &reason),
-                    None => break Ending::server(1011, "hub closed"),
-                },
-                frame = ws.next() => {
-                    last_heard = Instant::now();
-                    if let Some(d) = route.idle_timeout {
-                        idle.as_mut().reset(TokioInstant::from_std(last_heard + d));
-                    }
-                    match frame {
-                        None => break Ending { code: 1006, by: "client", reason: "connection dropped".into() },
-                        Some(Err(e)) => break read_error(&e),
-                        Some(Ok(Message::Close(f))) => {
-                            ep.metrics.ws.frames_in.with_label_values(&["close"]).inc();
-                            let code = f.as_ref().map_or(1005, |f| u16::from(f.code));
-                            // tungstenite answers the close itself; flush that answer.
-                            let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
-                            break Ending { code, by: "client", reason: f.map(|f| f.reason.to_string()).unwrap_or_default() };
-                        }
-                        Some(Ok(Message::Ping(_))) => ep.metrics.ws.frames_in.with_label_values(&["ping"]).inc(),
-                        Some(Ok(Message::Pong(_))) => ep.metrics.ws.frames_in.with_label_values(&["pong"]).inc(),
-                        Some(Ok(Message::Frame(_))) => {}
-                        Some(Ok(m)) => {
-                            frames_in += 1;
-                            let kind = if m.is_text() { "text" } else { "binary" };
-                            ep.metrics.ws.frames_in.with_label_values(&[kind]).inc();
-                            // Boxed: these futures (an HTTP call to the app, an AMQP publish) are
-                        // large and rare; inline they would sit in every idle connection's task.
-                        let handled = match &route.protocol {
-                                Protocol::Channels => Box::pin(inbound::handle(&ep, &conn, &mut ws, m)).await,
-                                Protocol::Awx => Box::pin(protocols::awx::handle(&ep, &conn, &mut ws, &member, &mut subs, m)).await,
-                                Protocol::AmqpBridge(_) => {
-                                    Box::pin(protocols::bridge::handle(&ep, &conn, m)).await;
-                                    Ok(())
+    }
+
+    /// Whether any timer is configured at all.
+    fn armed(&self) -> bool {
+        self.next_ping.is_some() || self.idle_at.is_some() || self.lifetime_at.is_some()
+    }
+
+    /// When the timer must wake next (far away when nothing is configured).
+    fn next(&self, now: TokioInstant) -> TokioInstant {
+        [self.next_ping, self.idle_at, self.lifetime_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + Duration::from_secs(3600 * 24 * 365))
+    }
+
+    /// What is due at `now`; a due ping is scheduled again `ping_every` from now.
+    fn due(&mut self, now: TokioInstant) -> Due {
+        if self.lifetime_at.is_some_and(|t| t <= now) {
+            Due::Lifetime
+        } else if self.idle_at.is_some_and(|t| t <= now) {
+            Due::Idle
+        } else if let (Some(t), Some(every)) = (self.next_ping, self.ping_every) {
+            if t <= now {
+                self.next_ping = Some(now + every);
+                Due::Ping
+            } else {
+                Due::Nothing
+            }
+        } else {
+            Due::Nothing
+        }
+    }
+
+    /// The client was heard from: the idle deadline moves. It only ever moves later, so
+    /// the timer needs no reset: an early wake-up finds nothing due and sleeps again.
+    fn heard(&mut self, now: TokioInstant) {
+        if let Some(d) = self.idle {
+            self.idle_at = Some(now + d);
+        }
+    }
+}
+
+/// Serves one connection until it ends. Not an `async fn`: its arguments are used in
+/// place by the returned future instead of being moved into a second copy of themselves,
+/// which would sit in every connection's task (about 600 bytes).
+pub(super) fn run(
+    ep: Arc<Endpoint>,
+    conn: Conn,
+    mut ws: Ws,
+    membership: Membership,
+    guard: DrainGuard,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let route = conn.route.clone();
+        let route_label = route.path.to_string();
+        let open = ep.metrics.ws.open.with_label_values(&[&route_label]);
+        open.inc();
+        let started = Instant::now();
+        let (mut frames_in, mut frames_out) = (0u64, 0u64);
+        let mut shutdown = ep.shutdown.clone();
+        let mut timers = Timers::new(&route, TokioInstant::now());
+        let armed = timers.armed();
+        let mut last_heard = TokioInstant::now();
+        let timer = sleep_until(timers.next(TokioInstant::now()));
+        tokio::pin!(timer);
+        let mut subs = Subscriptions::default();
+        let opened = match route.protocol {
+            // Boxed: only AWX routes greet, and the future would sit in every task.
+            Protocol::Awx => Box::pin(protocols::awx::on_open(&ep, &conn, &mut ws)).await,
+            _ => Ok(()),
+        };
+
+        let ending: Ending = if let Err(e) = opened {
+            Ending {
+                code: 1006,
+                by: "server",
+                reason: e.into(),
+            }
+        } else {
+            loop {
+                tokio::select! {
+                    _ = shutting_down(&mut shutdown) => break Ending::server(1001, "server shutting down"),
+                    _ = &mut timer, if armed => {
+                        let now = TokioInstant::now();
+                        match timers.due(now) {
+                            Due::Lifetime => break Ending::server(1001, "connection lifetime reached"),
+                            Due::Idle => break Ending::server(1001, "idle timeout"),
+                            Due::Ping => {
+                                let every = route.ping_interval.unwrap_or_default();
+                                if now.duration_since(last_heard) > every * 2 {
+                                    break Ending { code: 1006, by: "server", reason: "no answer to pings".into() };
                                 }
-                            };
-                            if let Err(e) = handled {
-                                break Ending { code: 1006, by: "server", reason: e.into() };
+                                if let Err(e) = send(&ep, &mut ws, Message::Ping(Default::default()), route.send_timeout).await {
+                                    break Ending { code: 1006, by: "server", reason: e.into() };
+                                }
+                            }
+                            Due::Nothing => {}
+                        }
+                        timer.as_mut().reset(timers.next(TokioInstant::now()));
+                    }
+                    out = membership.queue.recv() => match out {
+                        Recv::Kicked(code) => break Ending::server(code, "too slow: messages queued faster than the client reads"),
+                        Recv::Item(Outbound::Frame(m)) => match send_queued(&ep, &mut ws, &membership.queue, m, route.send_timeout).await {
+                            Ok((n, close)) => {
+                                frames_out += n;
+                                if let Some((code, reason)) = close {
+                                    break Ending::server(code, &reason);
+                                }
+                            }
+                            Err(e) => break Ending { code: 1006, by: "server", reason: e.into() },
+                        },
+                        Recv::Item(Outbound::Close(code, reason)) => break Ending::server(code, &reason),
+                    },
+                    frame = ws.next() => {
+                        last_heard = TokioInstant::now();
+                        timers.heard(last_heard);
+                        match frame {
+                            None => break Ending { code: 1006, by: "client", reason: "connection dropped".into() },
+                            Some(Err(e)) => break read_error(&e),
+                            Some(Ok(Message::Close(f))) => {
+                                ep.metrics.ws.frames_in.with_label_values(&["close"]).inc();
+                                let code = f.as_ref().map_or(1005, |f| u16::from(f.code));
+                                // tungstenite answers the close itself; flush that answer.
+                                let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+                                break Ending { code, by: "client", reason: f.map(|f| f.reason.to_string()).unwrap_or_default() };
+                            }
+                            Some(Ok(Message::Ping(_))) => ep.metrics.ws.frames_in.with_label_values(&["ping"]).inc(),
+                            Some(Ok(Message::Pong(_))) => ep.metrics.ws.frames_in.with_label_values(&["pong"]).inc(),
+                            Some(Ok(Message::Frame(_))) => {}
+                            Some(Ok(m)) => {
+                                frames_in += 1;
+                                let kind = if m.is_text() { "text" } else { "binary" };
+                                ep.metrics.ws.frames_in.with_label_values(&[kind]).inc();
+                                // Boxed: these futures (an HTTP call to the app, an AMQP publish) are
+                            // large and rare; inline they would sit in every idle connection's task.
+                            let handled = match &route.protocol {
+                                    Protocol::Channels => Box::pin(inbound::handle(&ep, &conn, &mut ws, m)).await,
+                                    Protocol::Awx => Box::pin(protocols::awx::handle(&ep, &conn, &mut ws, &membership.member, &mut subs, m)).await,
+                                    Protocol::AmqpBridge(_) => {
+                                        Box::pin(protocols::bridge::handle(&ep, &conn, m)).await;
+                                        Ok(())
+                                    }
+                                };
+                                if let Err(e) = handled {
+                                    break Ending { code: 1006, by: "server", reason: e.into() };
+                                }
                             }
                         }
                     }
                 }
             }
-        }
-    };
+        };
 
-    if ending.by == "server" && ending.code != 1006 {
-        let frame = CloseFrame {
-            code: CloseCode::from(ending.code),
-            reason: ending.reason.clone().into(),
-        };
-        // Send our close and give the client a moment to answer it.
-        let closing = async {
-            ws.close(Some(frame)).await.ok()?;
-            while let Some(Ok(_)) = ws.next().await {}
-            Some(())
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+        if ending.by == "server" && ending.code != 1006 {
+            let frame = CloseFrame {
+                code: CloseCode::from(ending.code),
+                reason: ending.reason.clone().into(),
+            };
+            // Send our close and give the client a moment to answer it.
+            let closing = async {
+                ws.close(Some(frame)).await.ok()?;
+                while let Some(Ok(_)) = ws.next().await {}
+                Some(())
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+        }
+
+        subs.leave_all(&ep, &membership.member);
+        membership.leave(&ep.hub, &conn);
+        open.dec();
+        ep.metrics
+            .ws
+            .closes
+            .with_label_values(&[&ending.code.to_string()])
+            .inc();
+        tracing::info!(
+            target: "access",
+            route = %route_label,
+            channel = %conn.channel,
+            user = %conn.user.as_deref().unwrap_or("-"),
+            client = %conn.client,
+            request_id = %conn.request_id,
+            duration_s = started.elapsed().as_secs_f64(),
+            frames_in,
+            frames_out,
+            close_code = ending.code,
+            closed_by = %ending.by,
+            reason = %ending.reason,
+            "websocket closed"
+        );
+        drop(guard);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(extra: &str) -> RouteConfig {
+        let text =
+            format!("[upstream]\nservers=[\"127.0.0.1:1\"]\n[[ws]]\npath=\"/ws/\"\n{extra}\n");
+        crate::config::Config::parse(&text, std::path::Path::new("t"))
+            .unwrap()
+            .ws
+            .remove(0)
     }
 
-    subs.leave_all(&ep, &member);
-    Membership { member, rx, kick }.leave(&ep.hub, &conn);
-    open.dec();
-    ep.metrics
-        .ws
-        .closes
-        .with_label_values(&[&ending.code.to_string()])
-        .inc();
-    tracing::info!(
-        target: "access",
-        route = %route_label,
-        channel = %conn.channel,
-        user = %conn.user.as_deref().unwrap_or("-"),
-        client = %conn.client,
-        request_id = %conn.request_id,
-        duration_s = started.elapsed().as_secs_f64(),
-        frames_in,
-        frames_out,
-        close_code = ending.code,
-        closed_by = %ending.by,
-        reason = %ending.reason,
-        "websocket closed"
-    );
+    #[test]
+    fn timers_ping_until_idle_then_lifetime_wins() {
+        let t0 = TokioInstant::now();
+        let s = Duration::from_secs(1);
+        let mut t = Timers::new(
+            &route("ping_interval = \"2s\"\nidle_timeout = \"5s\"\nmax_lifetime = \"7s\""),
+            t0,
+        );
+        assert!(t.armed());
+        assert_eq!(t.next(t0), t0 + 2 * s);
+        assert_eq!(t.due(t0 + s), Due::Nothing);
+        assert_eq!(t.due(t0 + 2 * s), Due::Ping);
+        assert_eq!(t.next(t0), t0 + 4 * s, "the next ping is an interval later");
+        t.heard(t0 + 3 * s);
+        assert_eq!(t.due(t0 + 4 * s), Due::Ping);
+        assert_eq!(t.next(t0), t0 + 6 * s);
+        // Heard at 3 s: idle at 8 s, but the lifetime (7 s) comes first and wins.
+        assert_eq!(t.due(t0 + 7 * s), Due::Lifetime);
+    }
+
+    #[test]
+    fn timers_idle_and_none() {
+        let t0 = TokioInstant::now();
+        let s = Duration::from_secs(1);
+        let mut t = Timers::new(&route("ping_interval = \"0s\"\nidle_timeout = \"3s\""), t0);
+        assert_eq!(t.next(t0), t0 + 3 * s);
+        t.heard(t0 + 2 * s);
+        // An early wake-up (the timer was set for 3 s) finds nothing due.
+        assert_eq!(t.due(t0 + 3 * s), Due::Nothing);
+        assert_eq!(t.next(t0), t0 + 5 * s);
+        assert_eq!(t.due(t0 + 5 * s), Due::Idle);
+
+        let quiet = Timers::new(&route("ping_interval = \"0s\""), t0);
+        assert!(!quiet.armed());
+        assert!(quiet.next(t0) > t0 + Duration::from_secs(3600 * 24 * 300));
+    }
 }
