@@ -8,6 +8,9 @@ pub mod errors;
 pub mod headers;
 pub mod takeover;
 mod tunnel;
+// The crate's only unsafe code: one `BorrowedFd`, reasoned about in the module.
+#[allow(unsafe_code)]
+pub mod unbuffered;
 
 use std::any::Any;
 use std::sync::Arc;

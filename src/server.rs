@@ -116,6 +116,7 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         drain: drain.clone(),
         shutdown: ws_shutdown_rx,
         forwarding: config.server.forwarding.clone(),
+        unbuffer_streams: config.server.read_buffer == 0,
         bridges,
     });
     let proxy = Proxy {

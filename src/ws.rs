@@ -41,6 +41,9 @@ pub struct Endpoint {
     pub shutdown: watch::Receiver<bool>,
     /// How forwarding headers are written on auth subrequests.
     pub forwarding: crate::proxy::headers::Forwarding,
+    /// Whether accepted connections leave Pingora's per-connection buffers behind
+    /// ([`crate::proxy::unbuffered::unbuffered`]); only without `[server] read_buffer`.
+    pub unbuffer_streams: bool,
     /// The AMQP side of each `amqp-bridge` route, by route path.
     pub bridges: std::collections::HashMap<String, Arc<crate::protocols::bridge::Bridge>>,
 }
@@ -247,11 +250,19 @@ impl Endpoint {
             // every idle connection (4096 cost 3 KiB more each); the stream below is
             // buffered, so larger messages cost copies, not system calls.
             .read_buffer_size(1024)
-            .write_buffer_size(0)
+            // Frames collect up to about one TCP segment before a write (and a batch is
+            // flushed at its end). The buffer is allocated at the first message, so a
+            // connection that was never sent anything holds none.
+            .write_buffer_size(1460)
             .max_message_size(Some(route.max_message))
             .max_frame_size(Some(route.max_message));
+        let stream = if self.unbuffer_streams {
+            crate::proxy::unbuffered::unbuffered(detached.stream)
+        } else {
+            detached.stream
+        };
         let ws = WebSocketStream::from_partially_read(
-            detached.stream,
+            stream,
             detached.pre_read.to_vec(),
             Role::Server,
             Some(ws_config),

@@ -454,3 +454,45 @@ fn pings_are_sent_and_a_client_that_never_answers_is_dropped() {
     assert!(s.cg.metric("channelgate_ws_frames_received_total{kind=\"pong\"}") >= 4.0);
     drop((live, silent));
 }
+
+#[test]
+fn websockets_work_on_a_unix_listener_too() {
+    // channelgate hands an accepted connection's socket to a fresh descriptor without
+    // Pingora's buffers (proxy::unbuffered); a Unix socket takes the other branch.
+    let dir = tempdir();
+    let (port, admin_port) = (free_port(), free_port());
+    let sock = dir.path().join("cg.sock");
+    let config = dir.path().join("unix.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\", \"unix:{sock}\"]\nupgrade_sock = \"{d}/up.sock\"\npid_file = \"{d}/cg.pid\"\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n[upstream]\nservers = [\"127.0.0.1:{admin_port}\"]\n\n[[ws]]\npath = \"/ws/{{room}}/\"\ngroups = [\"room-{{room}}\"]\ninbound = \"echo\"\n",
+            sock = sock.display(),
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let cg = Channelgate::start_with(dir.path(), config, port, admin_port, false);
+    let rt = rt();
+    let (mut unix, mut tcp) = rt.block_on(async {
+        let stream = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        let (mut ws, resp) = tokio_tungstenite::client_async("ws://localhost/ws/lobby/", stream)
+            .await
+            .expect("handshake over the Unix socket");
+        assert_eq!(resp.status().as_u16(), 101);
+        ws.send(Message::Text("over unix".into())).await.unwrap();
+        assert_eq!(next_text(&mut ws).await, "over unix");
+        (ws, connect(&cg.addr(), "/ws/lobby/").await)
+    });
+    let (status, body) = publish(
+        &cg,
+        "room-lobby",
+        r#"{"type":"m","text":"to both"}"#,
+        "application/json",
+    );
+    assert_eq!((status, body["delivered"].as_u64()), (200, Some(2)));
+    rt.block_on(async {
+        assert_eq!(next_text(&mut unix).await, "to both");
+        assert_eq!(next_text(&mut tcp).await, "to both");
+    });
+}

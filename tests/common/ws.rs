@@ -49,8 +49,11 @@ pub fn refused_status(r: Result<Ws, WsError>) -> u16 {
     }
 }
 
-/// The next text message, skipping pings and pongs.
-pub async fn next_text(ws: &mut Ws) -> String {
+/// The next text message, skipping pings and pongs (over TCP or any other stream).
+pub async fn next_text<S>(ws: &mut WebSocketStream<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         match tokio::time::timeout(Duration::from_secs(15), ws.next())
             .await
