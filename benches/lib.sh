@@ -16,11 +16,44 @@ stop_pid() {  # PID: SIGTERM, then SIGKILL after 10 s
     wait "$pid" 2>/dev/null || true
 }
 
-# EXIT trap: stop every started process; keep $TMP (with log tails on failure) when
+tree_pids() {  # PID: the PIDs of its descendants (children, grandchildren, ...)
+    ps -e -o pid= -o ppid= | awk -v root="$1" '
+        { parent[$1] = $2 }
+        END {
+            inside[root] = 1
+            for (round = 0; round < 64; round++) {   # depth bound
+                grew = 0
+                for (p in parent) if (!(p in inside) && (parent[p] in inside)) { inside[p] = 1; grew = 1 }
+                if (!grew) break
+            }
+            for (p in inside) if (p != root) print p
+        }'
+}
+
+tree_names() {  # PID: the names of its descendants, sorted, on one line
+    local k
+    for k in $(tree_pids "$1"); do cat "/proc/$k/comm" 2>/dev/null || true; done | sort | tr '\n' ' ' | sed 's/ $//'
+}
+
+stop_tree() {  # PID: stop_pid PID, then any descendant it left behind (SIGTERM, SIGKILL after 5 s)
+    local pid="$1" kids k i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kids="$(tree_pids "$pid" 2>/dev/null || true)"
+    stop_pid "$pid"
+    for k in $kids; do
+        kill -0 "$k" 2>/dev/null || continue
+        echo "$BENCH/run.sh: stopping $k ($(cat "/proc/$k/comm" 2>/dev/null)), left behind by $pid" >&2
+        kill -TERM "$k" 2>/dev/null || true
+        for i in $(seq 50); do kill -0 "$k" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$k" 2>/dev/null || true
+    done
+}
+
+# EXIT trap: stop every started process (and what they started); keep $TMP (with log tails on failure) when
 # --keep was given or the run failed, else remove it.
 bench_cleanup() {
     local rc=$? i f
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[$i]}"; done
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_tree "${PIDS[$i]}"; done
     if [ "${KEEP:-0}" = 1 ] || [ "$rc" != 0 ]; then
         echo "$BENCH/run.sh: kept $TMP" >&2
         if [ "$rc" != 0 ]; then

@@ -8,7 +8,17 @@
     benchlib.py wait-metric ADMIN_URL NAME MIN SECS [LABELS]  poll until sum(NAME{LABELS..}) >= MIN
     benchlib.py wait-metric-max ADMIN_URL NAME MAX SECS       poll until sum(NAME) <= MAX
     benchlib.py quiet MAX_PCT WAIT_S                  wait for CPU busy <= MAX_PCT; JSON reading
-    benchlib.py proc PID                              JSON: cpu_s, rss_kib, peak_rss_kib, threads
+    benchlib.py proc PID                              JSON: cpu_s, rss_kib, peak_rss_kib, threads of PID
+                                                      and all its descendants (nginx workers, pushpin's services)
+    benchlib.py pushpin-conf TEMPLATE OUT SECTION.KEY=VALUE...   copy pushpin.conf, set keys
+                                                      (VALUE "-": comment the key out)
+    benchlib.py pushpin-config TEMPLATE DIR WS_PORT PUB_PORT BACKEND_PORT N
+                                                      the benchmarks' pushpin.conf + routes in DIR
+    benchlib.py pushpin-wait-subscribed LOG GROUP MIN SECS  poll pushpin's log until MIN subscribe lines
+                                                      (GROUP "prefix*": every group with that prefix)
+    benchlib.py pushpin-publishes LOG OFFSET GROUP    JSON: pushpin's publish lines for GROUP since OFFSET
+    benchlib.py pushpin-wait-closed BACKEND_URL SECS  poll the backend's /stats until every OPEN was
+                                                      followed by a CLOSE or DISCONNECT, or none came for 10 s
     benchlib.py last-json FILE                        the last JSON object line of FILE
     benchlib.py fanout-record ARGS...                 compose + append one fanout JSON line
     benchlib.py fanout-table RESULTS RUN_ID           the table of one run
@@ -107,6 +117,8 @@ def versions(repo, binary, venv_python):
         "rabbitmq": sh("dpkg-query -W -f='${Version}' rabbitmq-server"),
         "erlang": sh("dpkg-query -W -f='${Version}' erlang-base"),
         "pushpin": sh("dpkg-query -W -f='${Version}' pushpin 2>/dev/null || true"),
+        "pushpin_condure": sh("dpkg-query -W -f='${Version}' condure 2>/dev/null || true"),
+        "pushpin_zurl": sh("dpkg-query -W -f='${Version}' zurl 2>/dev/null || true"),
         "nchan": sh("dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || true"),
     }
 
@@ -193,27 +205,218 @@ def _proc_one(pid, tck):
             "rss_kib": kib("VmRSS"), "peak_rss_kib": kib("VmHWM"), "threads": int(st.get("Threads", "0"))}
 
 
+def _comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
 def proc(pid):
-    """CPU time and memory of PID plus its direct children (nginx's workers), summed."""
+    """CPU time and memory of PID plus all its descendants, summed: nginx's workers, and
+    pushpin's runner with condure, zurl, pushpin-proxy and pushpin-handler. `tree` lists
+    each process (name, rss_kib, cpu_s)."""
     tck = os.sysconf("SC_CLK_TCK")
     pid = int(pid)
-    total = _proc_one(pid, tck)
-    procs = 1
+    stats = {pid: _proc_one(pid, tck)}
     for d in os.listdir("/proc"):
         if not d.isdigit() or int(d) == pid:
             continue
         try:
-            c = _proc_one(int(d), tck)
+            stats[int(d)] = _proc_one(int(d), tck)
         except (OSError, ValueError, IndexError):
             continue
-        if c["ppid"] == pid:
-            procs += 1
-            for k in ("cpu_s", "rss_kib", "peak_rss_kib", "threads"):
-                total[k] += c[k]
-    total.pop("ppid")
+    members, frontier = [pid], [pid]
+    while frontier:  # bounded: each pid joins at most once
+        kids = [p for p, st in stats.items() if st["ppid"] in frontier and p not in members]
+        members += kids
+        frontier = kids
+    total = {k: 0 for k in ("cpu_s", "rss_kib", "peak_rss_kib", "threads")}
+    tree = []
+    for p in members:
+        st = stats[p]
+        for k in total:
+            total[k] += st[k]
+        tree.append({"pid": p, "name": _comm(p), "rss_kib": st["rss_kib"], "cpu_s": round(st["cpu_s"], 3)})
     total["cpu_s"] = round(total["cpu_s"], 3)
-    total["processes"] = procs
+    total["processes"] = len(members)
+    if len(members) > 1:
+        total["tree"] = tree
     return total
+
+
+# ------------------------------------------------------------------------ pushpin ---
+
+def pushpin_conf(template, out, settings):
+    """Copies pushpin's config TEMPLATE to OUT with SECTION.KEY=VALUE settings applied:
+    an existing `key=` line (commented or not) of that section is replaced, a missing key
+    is added at the end of its section; VALUE "-" comments the key out (pushpin's built-in
+    default applies)."""
+    want = {}
+    for kv in settings:
+        k, _, v = kv.partition("=")
+        sec, _, key = k.partition(".")
+        if not sec or not key:
+            raise SystemExit(f"pushpin-conf: `{kv}` is not SECTION.KEY=VALUE")
+        want.setdefault(sec, {})[key] = v
+    lines = open(template).read().splitlines()
+    out_lines, sec, done = [], None, set()
+
+    def flush(section):
+        for key, v in want.get(section, {}).items():
+            if (section, key) not in done and v != "-":
+                out_lines.append(f"{key}={v}")
+            done.add((section, key))
+    key_re = re.compile(r"^\s*#?\s*([A-Za-z0-9_]+)\s*=")
+    for line in lines:
+        m = re.match(r"^\s*\[([^\]]+)\]\s*$", line)
+        if m:
+            if sec is not None:
+                flush(sec)
+            sec = m.group(1)
+            out_lines.append(line)
+            continue
+        km = key_re.match(line)
+        if sec is not None and km and km.group(1) in want.get(sec, {}):
+            key = km.group(1)
+            commented = line.lstrip().startswith("#")
+            if (sec, key) in done:
+                if not commented:
+                    out_lines.append("#" + line)  # a second definition: keep it out
+                else:
+                    out_lines.append(line)
+                continue
+            v = want[sec][key]
+            if v == "-":
+                out_lines.append(line if commented else "#" + line + "   # (benchmark: unset, built-in default)")
+            else:
+                out_lines.append(f"{key}={v}")
+            done.add((sec, key))
+            continue
+        out_lines.append(line)
+    if sec is not None:
+        flush(sec)
+    for section in want:  # sections the template lacks
+        if any((section, k) not in done for k in want[section]):
+            out_lines += ["", f"[{section}]"]
+            flush(section)
+    with open(out, "w") as f:
+        f.write("\n".join(out_lines) + "\n")
+
+
+def pushpin_config(template, d, ws_port, pub_port, backend_port, n):
+    """Writes D/pushpin.conf (the Debian template, edited) and D/routes for one benchmark
+    instance: every port on 127.0.0.1, every ZeroMQ socket, run and log file under D.
+
+    - zurl (the proxy's HTTP client, which carries the WebSocket-over-HTTP requests to
+      the backend) runs as a service of this instance: Debian's internal.conf points the
+      proxy at the system zurl's sockets in /var/run/zurl, so those are set here;
+    - message_rate / message_hwm are unset: the template caps deliveries at 2500/s with
+      25000 queued (dropped beyond); the code's default is no cap;
+    - client_maxconn (condure's --stream-maxconn) is at least N + 1024;
+    - log_level 2 (info): one line per connection and per publish, none per delivery;
+      the scripts count the handler's "subscribe" lines to know every client is
+      subscribed before they publish or read memory.
+    Returns the settings string recorded in the results."""
+    os.makedirs(os.path.join(d, "run"), exist_ok=True)
+    os.makedirs(os.path.join(d, "log"), exist_ok=True)
+    maxconn = max(50000, int(n) + 1024)
+    with open(os.path.join(d, "routes"), "w") as f:
+        f.write(f"* 127.0.0.1:{int(backend_port)},over_http\n")
+    pushpin_conf(template, os.path.join(d, "pushpin.conf"), [
+        f"global.rundir={d}/run", "global.ipc_prefix=cg-", "global.port_offset=0",
+        "runner.services=condure,zurl,pushpin-proxy,pushpin-handler",
+        f"runner.http_port=127.0.0.1:{int(ws_port)}", "runner.https_ports=-", "runner.local_ports=-",
+        f"runner.logdir={d}/log", "runner.log_level=2", f"runner.client_maxconn={maxconn}",
+        "proxy.routesfile=routes", "proxy.updates_check=off", "proxy.debug=false",
+        "proxy.zurl_out_specs=ipc://{rundir}/{ipc_prefix}zurl-in",
+        "proxy.zurl_out_stream_specs=ipc://{rundir}/{ipc_prefix}zurl-in-stream",
+        "proxy.zurl_in_specs=ipc://{rundir}/{ipc_prefix}zurl-out",
+        "handler.push_in_spec=ipc://{rundir}/{ipc_prefix}push-in",
+        "handler.push_in_sub_specs=ipc://{rundir}/{ipc_prefix}push-in-sub", "handler.push_in_sub_connect=false",
+        "handler.push_in_http_addr=127.0.0.1", f"handler.push_in_http_port={int(pub_port)}",
+        "handler.stats_spec=ipc://{rundir}/{ipc_prefix}stats",
+        "handler.command_spec=ipc://{rundir}/{ipc_prefix}command",
+        "handler.message_rate=-", "handler.message_hwm=-",
+    ])
+    version = sh("dpkg-query -W -f='${Version}' pushpin") or "?"
+    return (f"pushpin {version}: runner + condure "
+            f"(2 workers) + zurl + pushpin-proxy + pushpin-handler; WebSocket-over-HTTP route to a GRIP backend "
+            f"that subscribes each connection on OPEN; message_rate/message_hwm unset (no cap); "
+            f"client_maxconn {maxconn}; log_level 2 (no line per delivery)")
+
+
+SUBSCRIBE_RE = re.compile(r"\[handler\] subscribe \S+ channel=(\S+)\s*$")
+PUBLISH_RE = re.compile(r"\[handler\] publish channel=(\S+) receivers=(\d+)")
+
+
+def pushpin_wait_subscribed(log, group, at_least, secs):
+    """Polls pushpin's (info-level) log until `at_least` connections subscribed to `group`
+    ("prefix*": to any group starting with prefix); prints the count."""
+    if group.endswith("*"):
+        def match(g):
+            return g.startswith(group[:-1])
+    else:
+        def match(g):
+            return g == group
+    deadline = time.time() + secs
+    n = 0
+    while True:
+        try:
+            with open(log, errors="replace") as f:
+                n = sum(1 for line in f if (m := SUBSCRIBE_RE.search(line)) and match(m.group(1)))
+        except OSError:
+            n = 0
+        if n >= at_least:
+            print(n)
+            return 0
+        if time.time() >= deadline:
+            print(f"{n} of {at_least} connections subscribed to {group}", file=sys.stderr)
+            print(n)
+            return 1
+        time.sleep(0.2)
+
+
+def pushpin_wait_closed(backend, secs, settle=10.0):
+    """Polls pushpin_backend.py's /stats until Pushpin is done passing the earlier
+    clients' closes on: CLOSE + DISCONNECT >= OPEN, or no new CLOSE / DISCONNECT for
+    `settle` seconds (Pushpin does not pass every close on when thousands of clients
+    leave at once). Prints the last reading with the seconds waited."""
+    start = time.time()
+    last, gone, changed = {}, -1, time.time()
+    while True:
+        try:
+            with urllib.request.urlopen(backend.rstrip("/") + "/stats", timeout=5) as r:
+                last = json.loads(r.read())
+            now_gone = last.get("CLOSE", 0) + last.get("DISCONNECT", 0)
+            if now_gone != gone:
+                gone, changed = now_gone, time.time()
+            if gone >= last.get("OPEN", 0) or time.time() - changed >= settle:
+                print(json.dumps({**last, "waited_s": round(time.time() - start, 1)}))
+                return 0
+        except (OSError, ValueError):
+            pass
+        if time.time() - start >= secs:
+            print(json.dumps({**last, "waited_s": round(time.time() - start, 1)}))
+            return 1
+        time.sleep(0.5)
+
+
+def pushpin_publishes(log, offset, group):
+    """Pushpin's `publish channel=G receivers=K` lines for `group` after byte `offset`."""
+    recv = []
+    try:
+        with open(log, "rb") as f:
+            f.seek(int(offset))
+            for raw in f:
+                m = PUBLISH_RE.search(raw.decode(errors="replace"))
+                if m and m.group(1) == group:
+                    recv.append(int(m.group(2)))
+    except OSError:
+        pass
+    return {"publishes": len(recv), "receivers_sum": sum(recv),
+            "receivers_min": min(recv) if recv else None, "receivers_max": max(recv) if recv else None}
 
 
 def last_json(path):
@@ -308,6 +511,9 @@ def fanout_record(a):
         "server": {"before": sb, "after": sa, "log_problems": load(a["log_problems"], [])},
         "machine_load_before": load(a.get("quiet", ""), {}),
         "channelgate_metrics_delta": deltas(mb, ma) if ma else None,
+        "pushpin_publishes": load(a.get("pushpin_publishes", ""), None),
+        "backend": {"before": load(a.get("backend_before", ""), None), "after": load(a.get("backend_after", ""), None)}
+        if a.get("backend_before") else None,
         "fanout": fan,
         "publish": pub,
         "params": load(a["params"], {}),
@@ -359,7 +565,7 @@ def fanout_table(results, run_id):
 
         def ratio(x, y):
             return f"{x / y:.2f}" if x and y else "-"
-        for peer in ("daphne", "nchan"):
+        for peer in ("daphne", "nchan", "pushpin"):
             d = by.get((n, sc, peer))
             if not d:
                 continue
@@ -413,6 +619,9 @@ def idle_record(a):
         },
         "server": {"before": before, "after": after, "after_close": load(a.get("after_close", ""), {}),
                    "log_problems": load(a["log_problems"], [])},
+        # pushpin's GRIP backend (a separate process, not in the server's figures).
+        "backend": {"before": load(a.get("backend_before", ""), None), "after": load(a.get("backend_after", ""), None)}
+        if a.get("backend_before") else None,
         "hold": hold,
         "params": load(a["params"], {}),
         "machine": load(a["machine"], {}),
@@ -441,7 +650,7 @@ def idle_table(results, run_id):
               f"{fmt(s['rss_before_kib']):>11} {fmt(s['rss_after_kib']):>11} {fmt(s['rss_delta_kib']):>10} "
               f"{fmt(s['bytes_per_connection']):>10} {fmt(s['connect_p99_ms'], 1):>14} {fmt(s.get('rss_after_close_kib')):>15}")
     for (n, tg), s in sorted(by.items()):
-        for peer in ("daphne", "nchan"):
+        for peer in ("daphne", "nchan", "pushpin"):
             d = by.get((n, peer))
             if tg.startswith("channelgate") and d and s["bytes_per_connection"] and d["bytes_per_connection"]:
                 print(f"  N={n} {tg}/{peer} bytes per connection: {s['bytes_per_connection'] / d['bytes_per_connection']:.2f}")
@@ -484,6 +693,16 @@ def main(argv):
         print(json.dumps(quiet(float(argv[2]), float(argv[3]))))
     elif cmd == "proc":
         print(json.dumps(proc(argv[2])))
+    elif cmd == "pushpin-conf":
+        pushpin_conf(argv[2], argv[3], argv[4:])
+    elif cmd == "pushpin-config":
+        print(pushpin_config(argv[2], argv[3], argv[4], argv[5], argv[6], argv[7]))
+    elif cmd == "pushpin-wait-subscribed":
+        return pushpin_wait_subscribed(argv[2], argv[3], int(argv[4]), float(argv[5]))
+    elif cmd == "pushpin-wait-closed":
+        return pushpin_wait_closed(argv[2], float(argv[3]))
+    elif cmd == "pushpin-publishes":
+        print(json.dumps(pushpin_publishes(argv[2], argv[3], argv[4])))
     elif cmd == "last-json":
         v = last_json(argv[2])
         print(json.dumps(v) if v is not None else "")

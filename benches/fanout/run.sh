@@ -6,10 +6,13 @@
 #   daphne              daphne 4 + channels_rabbitmq, published to RabbitMQ (same publisher)
 #   nchan               nginx + nchan (Debian libnginx-mod-nchan, installed when missing),
 #                       published with an HTTP POST of the text to its publisher location
+#   pushpin             Pushpin (Debian pushpin, installed when missing) with a GRIP backend
+#                       (pushpin_backend.py) that subscribes each WebSocket to its group,
+#                       published with Pushpin's HTTP publish API (one ws-message item per POST)
 # with the same client tool (cg-load) and the same ~250-byte payload.
 #
 #   benches/fanout/run.sh [--n 1000] [--big] [--messages 100] [--rate 100]
-#                         [--targets channelgate-memory,channelgate-amqp,daphne,nchan]
+#                         [--targets channelgate-memory,channelgate-amqp,daphne,nchan,pushpin]
 #                         [--scenarios rate,burst] [--size 250] [--duration 120]
 #                         [--concurrency 100] [--results FILE] [--quiet-wait 120] [--no-build] [--keep]
 #
@@ -32,14 +35,14 @@ SIZE=250
 DURATION=120       # per scenario: the clients give up this long after READY
 IDLE=10            # ... or when nothing arrived for this long once messages flowed
 CONCURRENCY=100    # connection attempts in flight
-TARGETS="channelgate-memory,channelgate-amqp,daphne,nchan"
+TARGETS="channelgate-memory,channelgate-amqp,daphne,nchan,pushpin"
 SCENARIOS="rate,burst"
 BUILD=1
 KEEP=0
 QUIET_PCT=25       # before each measurement, wait until the machine is at most this busy (CPU %) ...
 QUIET_WAIT=120     # ... for at most this many seconds, then measure anyway and say so
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 BENCH=fanout
 # shellcheck source=../lib.sh
 source "$(dirname "$0")/../lib.sh"
@@ -74,7 +77,7 @@ num --concurrency "$CONCURRENCY"
 IFS=, read -r -a TARGET_LIST <<<"$TARGETS"
 IFS=, read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 for t in "${TARGET_LIST[@]}"; do
-    case "$t" in channelgate-memory|channelgate-amqp|daphne|nchan) ;; *) die "unknown target '$t'" ;; esac
+    case "$t" in channelgate-memory|channelgate-amqp|daphne|nchan|pushpin) ;; *) die "unknown target '$t'" ;; esac
 done
 for s in "${SCENARIO_LIST[@]}"; do
     case "$s" in rate|burst) ;; *) die "unknown scenario '$s' (rate, burst)" ;; esac
@@ -116,6 +119,27 @@ if [[ ",$TARGETS," == *,nchan,* ]] && { [ ! -f "$NCHAN_MODULE" ] || [ ! -x "$NGI
     fi
 fi
 
+# Pushpin: the Debian package (pushpin 1.36 with condure and zurl). Only its binaries and
+# its config template are used: the system service is never started (see start_pushpin).
+PUSHPIN=/usr/bin/pushpin
+PUSHPIN_TEMPLATE=/etc/pushpin/pushpin.conf
+[ -f "$PUSHPIN_TEMPLATE" ] || PUSHPIN_TEMPLATE=/usr/share/pushpin/pushpin.conf.condure
+pushpin_ok() { [ -x "$PUSHPIN" ] && [ -f "$PUSHPIN_TEMPLATE" ] && command -v condure >/dev/null && command -v zurl >/dev/null; }
+if [[ ",$TARGETS," == *,pushpin,* ]] && ! pushpin_ok; then
+    if [ "$(id -u)" = 0 ]; then
+        log "installing pushpin (Debian) for the pushpin target"
+        { DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends pushpin \
+            || { DEBIAN_FRONTEND=noninteractive timeout 300 apt-get update -qq \
+                 && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends pushpin; }; } \
+            >"/tmp/cg-fanout-apt.log" 2>&1 || true
+        [ -f "$PUSHPIN_TEMPLATE" ] || PUSHPIN_TEMPLATE=/usr/share/pushpin/pushpin.conf.condure
+    fi
+    if ! pushpin_ok; then
+        log "WARNING: pushpin unavailable (apt-get install pushpin failed or not root); skipping the pushpin target"
+        TARGET_LIST=("${TARGET_LIST[@]/pushpin}")
+    fi
+fi
+
 # File descriptors: each server and the client tool hold one per connection.
 max_n=0; for n in "${N_LIST[@]}"; do [ "$n" -gt "$max_n" ] && max_n=$n; done
 hard="$(ulimit -Hn)"
@@ -147,7 +171,7 @@ log_problems() {  # LOG OFFSET OUT
 }
 
 # ---------------------------------------------------------------- servers ---
-WS_PORT=""; ADMIN_PORT=""; PUB_PORT=""; SERVER_LOG=""
+WS_PORT=""; ADMIN_PORT=""; PUB_PORT=""; SERVER_LOG=""; BACKEND_PID=""; BACKEND_URL=""; PUSHPIN_SETTINGS=""
 
 start_channelgate() {  # memory|amqp
     local kind="$1" conf="$TMP/channelgate-$1.toml"
@@ -251,9 +275,37 @@ EOF
     log "nginx + nchan pid $SERVER_PID ws :$WS_PORT publish :$PUB_PORT"
 }
 
+start_pushpin() {  # N: pushpin's runner with condure (2 workers), zurl, pushpin-proxy, pushpin-handler
+    WS_PORT="$("$PY" "$LIB" freeport)"; ADMIN_PORT=""
+    PUB_PORT="$("$PY" "$LIB" freeport)"
+    local backend_port dir="$TMP/pushpin"
+    backend_port="$("$PY" "$LIB" freeport)"
+    SERVER_LOG="$TMP/pushpin.log"
+    # The GRIP backend: answers each WebSocket's OPEN (WebSocket-over-HTTP) with a
+    # subscribe to the group in its path.
+    "$PY" "$HERE/pushpin_backend.py" "$backend_port" >"$TMP/pushpin-backend.log" 2>&1 &
+    BACKEND_PID=$!; PIDS+=("$BACKEND_PID")
+    wait_port "$backend_port" 15 "$BACKEND_PID" || { tail -n 20 "$TMP/pushpin-backend.log" >&2; die "pushpin backend did not start"; }
+    BACKEND_URL="http://127.0.0.1:$backend_port"
+    # The Debian template with every port, socket, run and log dir of this run; see
+    # pushpin_config in benchlib.py for what is changed and why.
+    PUSHPIN_SETTINGS="$("$PY" "$LIB" pushpin-config "$PUSHPIN_TEMPLATE" "$dir" "$WS_PORT" "$PUB_PORT" "$backend_port" "$1")" \
+        || die "could not write the pushpin config"
+    # --merge-output: the services' logs go to the runner's stdout (one file to watch).
+    "$PUSHPIN" --config "$dir/pushpin.conf" --merge-output >"$SERVER_LOG" 2>&1 &
+    SERVER_PID=$!; PIDS+=("$SERVER_PID")
+    wait_port "$WS_PORT" 20 "$SERVER_PID" && wait_port "$PUB_PORT" 20 "$SERVER_PID" \
+        || { tail -n 20 "$SERVER_LOG" >&2; die "pushpin did not start"; }
+    local i
+    for i in $(seq 100); do grep -q '\[handler\] started' "$SERVER_LOG" && break; sleep 0.1; done
+    log "pushpin pid $SERVER_PID ($(tree_names "$SERVER_PID")) ws :$WS_PORT publish :$PUB_PORT backend :$backend_port, open files $(awk '/Max open files/ {print $4}' "/proc/$SERVER_PID/limits")"
+}
+
 stop_server() {
-    [ -n "$SERVER_PID" ] && stop_pid "$SERVER_PID"
+    [ -n "$SERVER_PID" ] && stop_tree "$SERVER_PID"
     SERVER_PID=""
+    [ -n "$BACKEND_PID" ] && stop_pid "$BACKEND_PID"
+    BACKEND_PID=""; BACKEND_URL=""
 }
 
 # --------------------------------------------------------------- scenario ---
@@ -275,6 +327,14 @@ run_scenario() {  # TARGET SCENARIO N
         # The previous scenario's clients must be gone (their memberships released).
         "$PY" "$LIB" wait-metric-max "$admin_url" channelgate_hub_memberships 0 30 >/dev/null \
             || log "WARNING: $tag: memberships of earlier clients still held after 30s"
+    fi
+    if [ "$target" = pushpin ]; then
+        # The previous scenario's clients must be gone: Pushpin passes their closes on to
+        # the backend (WebSocket-over-HTTP CLOSE), which takes it minutes for 10k; the
+        # quiet wait below would give up first.
+        "$PY" "$LIB" pushpin-wait-closed "$BACKEND_URL" 600 >"$TMP/$tag.closed-before.json" \
+            || log "WARNING: $tag: earlier clients' closes still being passed on after 600s: $(cat "$TMP/$tag.closed-before.json")"
+        log "$tag: earlier clients' closes passed on: $(cat "$TMP/$tag.closed-before.json")"
     fi
     "$PY" "$LIB" quiet "$QUIET_PCT" "$QUIET_WAIT" >"$TMP/$tag.quiet.json"
     grep -q '"quiet": true' "$TMP/$tag.quiet.json" || log "WARNING: $tag: machine still busy after ${QUIET_WAIT}s: $(cat "$TMP/$tag.quiet.json")"
@@ -308,7 +368,15 @@ run_scenario() {  # TARGET SCENARIO N
     else
         echo '{}' >"$TMP/$tag.metrics-before.json"
     fi
+    if [ "$target" = pushpin ]; then
+        # Pushpin answers the 101 before the handler has the subscription: wait for it.
+        "$PY" "$LIB" pushpin-wait-subscribed "$SERVER_LOG" "$group" "$connected" 60 >/dev/null \
+            || log "WARNING: $tag: not every client was subscribed to $group within 60s"
+    fi
     sleep 1
+    local pub_offset
+    pub_offset="$(stat -c %s "$SERVER_LOG" 2>/dev/null || echo 0)"
+    [ -n "$BACKEND_PID" ] && proc_json "$BACKEND_PID" "$TMP/$tag.backend-before.json"
     proc_json "$SERVER_PID" "$TMP/$tag.server-before.json"
     proc_json "$RABBIT_PID" "$TMP/$tag.rabbit-before.json"
 
@@ -316,6 +384,7 @@ run_scenario() {  # TARGET SCENARIO N
     case "$target" in
         channelgate-memory) pub_args+=(--target http-admin --admin "$admin_url") ;;
         nchan) pub_args+=(--target http-post --post-url "http://127.0.0.1:$PUB_PORT/pub/{group}") ;;
+        pushpin) pub_args+=(--target pushpin --pushpin-url "http://127.0.0.1:$PUB_PORT/publish/") ;;
         *) pub_args+=(--target amqp) ;;
     esac
     log "$tag: publishing $MESSAGES messages ($( [ "$rate" = 0 ] && echo 'as fast as possible' || echo "$rate/s" ))"
@@ -329,6 +398,15 @@ run_scenario() {  # TARGET SCENARIO N
 
     proc_json "$SERVER_PID" "$TMP/$tag.server-after.json"
     proc_json "$RABBIT_PID" "$TMP/$tag.rabbit-after.json"
+    local extra=()
+    if [ -n "$BACKEND_PID" ]; then
+        proc_json "$BACKEND_PID" "$TMP/$tag.backend-after.json"
+        extra+=(backend_before="$TMP/$tag.backend-before.json" backend_after="$TMP/$tag.backend-after.json")
+    fi
+    if [ "$target" = pushpin ]; then
+        "$PY" "$LIB" pushpin-publishes "$SERVER_LOG" "$pub_offset" "$group" >"$TMP/$tag.pushpin-publishes.json"
+        extra+=(pushpin_publishes="$TMP/$tag.pushpin-publishes.json")
+    fi
     if [ -n "$admin_url" ]; then
         sleep 0.5
         "$PY" "$LIB" metrics "$admin_url" >"$TMP/$tag.metrics-after.json" || echo '{}' >"$TMP/$tag.metrics-after.json"
@@ -339,10 +417,11 @@ run_scenario() {  # TARGET SCENARIO N
     "$PY" -c 'import json,sys; print(json.dumps(dict(a.split("=",1) for a in sys.argv[1:])))' \
         n="$n" messages="$MESSAGES" rate="$rate" size="$SIZE" duration_s="$DURATION" idle_timeout_s="$IDLE" \
         concurrency="$CONCURRENCY" group="$group" \
-        publisher="$(case "$target" in channelgate-memory) echo http-admin ;; nchan) echo http-post ;; *) echo amqp ;; esac)" \
+        publisher="$(case "$target" in channelgate-memory) echo http-admin ;; nchan) echo http-post ;; pushpin) echo pushpin ;; *) echo amqp ;; esac)" \
         server_settings="$(case "$target" in
             channelgate-*) echo 'threads=2 ping_interval=0s send_queue=1024 access_log=false level=warn' ;;
             nchan) echo 'nginx worker_processes 2, nchan memory store, websocket subscriber, ping 0, access_log off' ;;
+            pushpin) echo "$PUSHPIN_SETTINGS" ;;
             *) echo 'daphne 1 process -v 0 ping-interval 86400; channels_rabbitmq defaults' ;;
         esac)" \
         >"$TMP/$tag.params.json"
@@ -353,7 +432,7 @@ run_scenario() {  # TARGET SCENARIO N
         rabbit_before="$TMP/$tag.rabbit-before.json" rabbit_after="$TMP/$tag.rabbit-after.json" \
         metrics_before="$TMP/$tag.metrics-before.json" metrics_after="$TMP/$tag.metrics-after.json" \
         log_problems="$TMP/$tag.log-problems.json" quiet="$TMP/$tag.quiet.json" params="$TMP/$tag.params.json" \
-        machine="$TMP/machine.json" versions="$TMP/versions.json"
+        machine="$TMP/machine.json" versions="$TMP/versions.json" "${extra[@]}"
     "$PY" "$LIB" fanout-last "$RESULTS" "$tag" >&2
 }
 
@@ -366,6 +445,7 @@ for n in "${N_LIST[@]}"; do
             channelgate-amqp) start_channelgate amqp ;;
             daphne) start_daphne ;;
             nchan) start_nchan "$n" ;;
+            pushpin) start_pushpin "$n" ;;
             "") continue ;;
         esac
         for scenario in "${SCENARIO_LIST[@]}"; do

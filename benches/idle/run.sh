@@ -5,9 +5,12 @@
 #   daphne        daphne 4 + channels_rabbitmq (every client joins a group), defaults
 #   nchan         nginx + nchan websocket subscribers, 2 workers (optional; Debian
 #                 libnginx-mod-nchan, installed when missing)
+#   pushpin       Pushpin + a GRIP backend that subscribes each WebSocket to its group
+#                 (optional; Debian pushpin, installed when missing); RSS of the runner
+#                 and every service it starts (condure, zurl, proxy, handler)
 # with the same client tool (cg-load hold).
 #
-#   benches/idle/run.sh [--n 10000] [--big] [--targets channelgate,daphne,nchan]
+#   benches/idle/run.sh [--n 10000] [--big] [--targets channelgate,daphne,nchan,pushpin]
 #                       [--groups 1] [--settle 3] [--concurrency 100]
 #                       [--results FILE] [--quiet-wait 120] [--no-build] [--keep]
 #
@@ -34,7 +37,7 @@ KEEP=0
 QUIET_PCT=25       # before each measurement, wait until the machine is at most this busy (CPU %) ...
 QUIET_WAIT=120     # ... for at most this many seconds, then measure anyway and say so
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 BENCH=idle
 # shellcheck source=../lib.sh
 source "$(dirname "$0")/../lib.sh"
@@ -62,7 +65,7 @@ num --settle "$SETTLE"; [ "$SETTLE" -le 120 ] || die "--settle must be at most 1
 num --concurrency "$CONCURRENCY"
 IFS=, read -r -a TARGET_LIST <<<"$TARGETS"
 for t in "${TARGET_LIST[@]}"; do
-    case "$t" in channelgate|daphne|nchan) ;; *) die "unknown target '$t' (channelgate, daphne, nchan)" ;; esac
+    case "$t" in channelgate|daphne|nchan|pushpin) ;; *) die "unknown target '$t' (channelgate, daphne, nchan, pushpin)" ;; esac
 done
 
 # ------------------------------------------------------------------ setup ---
@@ -93,6 +96,24 @@ if [[ ",$TARGETS," == *,nchan,* ]] && { [ ! -f "$NCHAN_MODULE" ] || [ ! -x "$NGI
     [ -f "$NCHAN_MODULE" ] && [ -x "$NGINX" ] || die "nginx + nchan unavailable (apt-get install libnginx-mod-nchan)"
 fi
 
+# Pushpin: the Debian package's binaries and config template; the system service is
+# never started (see start_server).
+PUSHPIN=/usr/bin/pushpin
+PUSHPIN_TEMPLATE=/etc/pushpin/pushpin.conf
+[ -f "$PUSHPIN_TEMPLATE" ] || PUSHPIN_TEMPLATE=/usr/share/pushpin/pushpin.conf.condure
+pushpin_ok() { [ -x "$PUSHPIN" ] && [ -f "$PUSHPIN_TEMPLATE" ] && command -v condure >/dev/null && command -v zurl >/dev/null; }
+if [[ ",$TARGETS," == *,pushpin,* ]] && ! pushpin_ok; then
+    if [ "$(id -u)" = 0 ]; then
+        log "installing pushpin (Debian) for the pushpin target"
+        { DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends pushpin \
+            || { DEBIAN_FRONTEND=noninteractive timeout 300 apt-get update -qq \
+                 && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends pushpin; }; } \
+            >"/tmp/cg-idle-apt.log" 2>&1 || true
+        [ -f "$PUSHPIN_TEMPLATE" ] || PUSHPIN_TEMPLATE=/usr/share/pushpin/pushpin.conf.condure
+    fi
+    pushpin_ok || die "pushpin unavailable (apt-get install pushpin failed or not root; see /tmp/cg-idle-apt.log)"
+fi
+
 # File descriptors: the server and the client tool each hold one per connection.
 max_n=0; for n in "${N_LIST[@]}"; do [ "$n" -gt "$max_n" ] && max_n=$n; done
 hard="$(ulimit -Hn)"
@@ -118,7 +139,7 @@ log_problems() {  # LOG OFFSET OUT
         | "$PY" -c 'import json,sys; print(json.dumps([l.rstrip()[:400] for l in sys.stdin][:50]))' >"$3"
 }
 
-WS_PORT=""; ADMIN_PORT=""; SERVER_LOG=""
+WS_PORT=""; ADMIN_PORT=""; SERVER_LOG=""; BACKEND_PID=""; PUSHPIN_SETTINGS=""
 start_server() {  # TARGET N
     WS_PORT="$("$PY" "$LIB" freeport)"; ADMIN_PORT=""
     SERVER_LOG="$TMP/$1-$2.log"
@@ -177,13 +198,35 @@ EOF
         "$NGINX" -t -q -c "$TMP/nchan-$2.conf" -p "$TMP" -e "$SERVER_LOG" >/dev/null 2>"$TMP/check.err" \
             || { cat "$TMP/check.err" >&2; die "nginx -t failed"; }
         "$NGINX" -c "$TMP/nchan-$2.conf" -p "$TMP" -e "$SERVER_LOG" -g 'daemon off;' >>"$SERVER_LOG" 2>&1 &
+    elif [ "$1" = pushpin ]; then
+        # The GRIP backend (stateless: it answers each WebSocket's OPEN with a subscribe to
+        # the group in the path), then pushpin with a config of this run only; see
+        # pushpin_config in benches/fanout/benchlib.py.
+        local backend_port pub_port dir="$TMP/pushpin-$2"
+        backend_port="$("$PY" "$LIB" freeport)"; pub_port="$("$PY" "$LIB" freeport)"
+        "$PY" "$REPO/benches/fanout/pushpin_backend.py" "$backend_port" >"$TMP/pushpin-backend-$2.log" 2>&1 &
+        BACKEND_PID=$!; PIDS+=("$BACKEND_PID")
+        wait_port "$backend_port" 15 "$BACKEND_PID" || { tail -n 20 "$TMP/pushpin-backend-$2.log" >&2; die "pushpin backend did not start"; }
+        PUSHPIN_SETTINGS="$("$PY" "$LIB" pushpin-config "$PUSHPIN_TEMPLATE" "$dir" "$WS_PORT" "$pub_port" "$backend_port" "$2")" \
+            || die "could not write the pushpin config"
+        "$PUSHPIN" --config "$dir/pushpin.conf" --merge-output >"$SERVER_LOG" 2>&1 &
     else
         (cd "$TMP" && PYTHONPATH="$DAPHNE_APP" exec "$PY" -m daphne -b 127.0.0.1 -p "$WS_PORT" -v 0 \
             benchapp.asgi:application) >"$SERVER_LOG" 2>&1 &
     fi
     SERVER_PID=$!; PIDS+=("$SERVER_PID")
     wait_port "$WS_PORT" 30 "$SERVER_PID" || { tail -n 20 "$SERVER_LOG" >&2; die "$1 did not start"; }
-    log "$1 pid $SERVER_PID ws :$WS_PORT"
+    if [ "$1" = pushpin ]; then
+        local i
+        for i in $(seq 100); do grep -q '\[handler\] started' "$SERVER_LOG" && break; sleep 0.1; done
+    fi
+    log "$1 pid $SERVER_PID${BACKEND_PID:+ ($(tree_names "$SERVER_PID"); backend pid $BACKEND_PID)} ws :$WS_PORT, open files $(awk '/Max open files/ {print $4}' "/proc/$SERVER_PID/limits")"
+}
+
+stop_server() {
+    stop_tree "$SERVER_PID"
+    [ -n "$BACKEND_PID" ] && stop_pid "$BACKEND_PID"
+    BACKEND_PID=""
 }
 
 urls() {  # N-independent: one URL per group
@@ -209,6 +252,11 @@ measure() {  # TARGET N
     local offset
     offset="$(stat -c %s "$SERVER_LOG" 2>/dev/null || echo 0)"
     "$PY" "$LIB" proc "$SERVER_PID" >"$TMP/$tag.before.json"
+    local subscribed_before=0
+    if [ "$target" = pushpin ]; then
+        subscribed_before="$("$PY" "$LIB" pushpin-wait-subscribed "$SERVER_LOG" "idle-$RUN_ID-*" 0 1)"
+        "$PY" "$LIB" proc "$BACKEND_PID" >"$TMP/$tag.backend-before.json"
+    fi
 
     "$PY" "$LIB" quiet "$QUIET_PCT" "$QUIET_WAIT" >"$TMP/$tag.quiet.json"
     grep -q '"quiet": true' "$TMP/$tag.quiet.json" || log "WARNING: $tag: machine still busy after ${QUIET_WAIT}s: $(cat "$TMP/$tag.quiet.json")"
@@ -232,19 +280,31 @@ measure() {  # TARGET N
         "$PY" "$LIB" wait-metric "http://127.0.0.1:$ADMIN_PORT" channelgate_hub_memberships "$connected" 30 >/dev/null \
             || log "WARNING: $tag: not every connection joined its group within 30s"
     fi
+    if [ "$target" = pushpin ]; then
+        local connected
+        connected="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["connected"])' "$ready")"
+        "$PY" "$LIB" pushpin-wait-subscribed "$SERVER_LOG" "idle-$RUN_ID-*" $((subscribed_before + connected)) 60 >/dev/null \
+            || log "WARNING: $tag: not every connection was subscribed to its group within 60s"
+    fi
     sleep "$SETTLE"
     "$PY" "$LIB" proc "$SERVER_PID" >"$TMP/$tag.after.json"
+    local extra=()
+    if [ "$target" = pushpin ]; then
+        "$PY" "$LIB" proc "$BACKEND_PID" >"$TMP/$tag.backend-after.json"
+        extra+=(backend_before="$TMP/$tag.backend-before.json" backend_after="$TMP/$tag.backend-after.json")
+    fi
     kill -TERM "$hold_pid" 2>/dev/null || true
     wait "$hold_pid" || log "WARNING: $tag: cg-load hold exited with $?"
     sleep "$SETTLE"
     "$PY" "$LIB" proc "$SERVER_PID" >"$TMP/$tag.after-close.json" 2>/dev/null || echo '{}' >"$TMP/$tag.after-close.json"
     log_problems "$SERVER_LOG" "$offset" "$TMP/$tag.log-problems.json"
-    stop_pid "$SERVER_PID"
+    stop_server
     "$PY" -c 'import json,sys; print(json.dumps(dict(a.split("=",1) for a in sys.argv[1:])))' \
         n="$n" groups="$GROUPS_N" settle_s="$SETTLE" warmup_connections="$WARMUP" concurrency="$CONCURRENCY" \
         server_settings="$(case "$target" in
             channelgate) echo 'threads=2, memory broker, [[ws]] defaults (ping 20s, send_queue 256)' ;;
             nchan) echo 'nginx worker_processes 2 (RSS of master + workers), nchan websocket subscriber defaults' ;;
+            pushpin) echo "$PUSHPIN_SETTINGS (RSS of the runner + every service; the backend separately)" ;;
             *) echo 'daphne 1 process, defaults, channels_rabbitmq defaults' ;;
         esac)" \
         >"$TMP/$tag.params.json"
@@ -252,7 +312,7 @@ measure() {  # TARGET N
         hold_out="$TMP/$tag.hold.json" ready="$ready" before="$TMP/$tag.before.json" after="$TMP/$tag.after.json" \
         after_close="$TMP/$tag.after-close.json" \
         log_problems="$TMP/$tag.log-problems.json" quiet="$TMP/$tag.quiet.json" params="$TMP/$tag.params.json" \
-        machine="$TMP/machine.json" versions="$TMP/versions.json"
+        machine="$TMP/machine.json" versions="$TMP/versions.json" "${extra[@]}"
 }
 
 SKIPPED=()

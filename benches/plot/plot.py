@@ -33,10 +33,10 @@ TARGET_COLOURS = {
     "channelgate": "#1f6fb4", "channelgate-memory": "#1f6fb4", "channelgate-amqp": "#5b9bd5",
     "channelgate-auth": "#1f6fb4", "channelgate-noauth": "#5b9bd5",
     "daphne": "#d9822b", "daphne-auth": "#d9822b", "daphne-noauth": "#f0b27a",
-    "nchan": "#4d9e5a", "nginx": "#4d9e5a", "direct": "#8c8c8c", "app-ws-auth": "#8c8c8c",
+    "nchan": "#4d9e5a", "nginx": "#4d9e5a", "pushpin": "#8e5ea2", "direct": "#8c8c8c", "app-ws-auth": "#8c8c8c",
 }
 SERIES_COLOURS = ["#1f6fb4", "#d9822b", "#4d9e5a", "#8c8c8c"]
-SERIES_COLOURS_LIGHT = {"#1f6fb4": "#9dc3e6", "#d9822b": "#f5cba7", "#4d9e5a": "#a9d18e", "#8c8c8c": "#cfcfcf"}
+SERIES_COLOURS_LIGHT = {"#1f6fb4": "#9dc3e6", "#d9822b": "#f5cba7", "#4d9e5a": "#a9d18e", "#8e5ea2": "#cdb5dc", "#8c8c8c": "#cfcfcf"}
 
 
 # ------------------------------------------------------------------ data ---
@@ -295,7 +295,7 @@ def hbar_chart(path, title, subtitle, groups, series, log=False, value_fmt=fmt_n
 
 # ----------------------------------------------------------------- charts ---
 
-FANOUT_ORDER = ["channelgate-memory", "channelgate-amqp", "daphne", "nchan"]
+FANOUT_ORDER = ["channelgate-memory", "channelgate-amqp", "daphne", "nchan", "pushpin"]
 SCEN_ORDER = ["burst", "rate"]
 
 
@@ -369,7 +369,7 @@ def idle_chart(results, out):
     run_id, pairs = latest_with_fill(recs, lambda r: (r.get("target"), r.get("n")))
     if not pairs:
         return []
-    order = order_key(["channelgate", "daphne", "nchan"])
+    order = order_key(["channelgate", "daphne", "nchan", "pushpin"])
     pairs.sort(key=lambda p: order(p[0]["target"]))
     ns = sorted({r["n"] for r, _ in pairs})
     groups = []

@@ -8,6 +8,7 @@
 //!   cg-load publish --target http-admin --admin http://127.0.0.1:9100 --group g -m 100 --rate 100
 //!   cg-load publish --target amqp --group g -m 100
 //!   cg-load publish --target http-post --post-url http://127.0.0.1:8080/pub/{group} --group g
+//!   cg-load publish --target pushpin --pushpin-url http://127.0.0.1:5561/publish/ --group g
 //!
 //! Only loopback addresses (127.0.0.0/8, ::1) are accepted as targets.
 

@@ -1,7 +1,8 @@
 //! `publish`: sends M messages (each to every --group) at a fixed rate or as fast as
 //! possible, to channelgate's admin listener (POST /publish/<group>, keep-alive), to
-//! RabbitMQ (the channels_rabbitmq group body, msgpack, on exchange "groups"), or as a
-//! bare text POST to a URL template (nchan's publisher location). Each text
+//! RabbitMQ (the channels_rabbitmq group body, msgpack, on exchange "groups"), as a
+//! bare text POST to a URL template (nchan's publisher location), or as one
+//! `ws-message` item per POST to Pushpin's HTTP publish endpoint. Each text
 //! is "<ns since the epoch> <seq> " padded with 'x' to --size bytes; the timestamp is
 //! taken just before the message is written.
 
@@ -27,6 +28,9 @@ pub enum PublishTarget {
     /// POST the bare text (text/plain) to --post-url with {group} filled in, e.g. an
     /// nchan publisher location.
     HttpPost,
+    /// POST {"items": [{"channel": <group>, "formats": {"ws-message": {"content":
+    /// <text>}}}]} to Pushpin's publish endpoint (--pushpin-url), one item per request.
+    Pushpin,
 }
 
 #[derive(Args, Debug)]
@@ -41,6 +45,10 @@ pub struct PublishArgs {
     /// URL template for http-post, e.g. http://127.0.0.1:8080/pub/{group}.
     #[arg(long)]
     pub post_url: Option<String>,
+
+    /// Pushpin's HTTP publish endpoint (pushpin): the handler's push_in_http_port.
+    #[arg(long, default_value = "http://127.0.0.1:5561/publish/")]
+    pub pushpin_url: String,
 
     /// Bearer token for the admin listener (http-admin).
     #[arg(long)]
@@ -74,8 +82,8 @@ pub struct PublishArgs {
     #[arg(long = "type", default_value = "bench.message")]
     pub event_type: String,
 
-    /// Keep-alive connections to the admin listener (http-admin); requests on one
-    /// connection are sequential.
+    /// Keep-alive connections for the HTTP targets (http-admin, http-post, pushpin);
+    /// requests on one connection are sequential.
     #[arg(long, default_value_t = 1)]
     pub http_connections: usize,
 
@@ -247,23 +255,41 @@ impl HttpConn {
     }
 }
 
+/// The body and content type of one HTTP publish of `text` to `group`.
+fn http_body(target: PublishTarget, ty: &str, group: &str, text: String) -> (Vec<u8>, &'static str) {
+    match target {
+        PublishTarget::HttpPost => (text.into_bytes(), "text/plain"),
+        PublishTarget::Pushpin => (
+            serde_json::to_vec(&json!({"items": [{"channel": group, "formats": {"ws-message": {"content": text}}}]}))
+                .unwrap(),
+            "application/json",
+        ),
+        _ => (serde_json::to_vec(&json!({"type": ty, "text": text})).unwrap(), "application/json"),
+    }
+}
+
 async fn run_http(a: &PublishArgs, tally: Arc<Mutex<Tally>>) -> Result<(), String> {
-    let raw = a.target == PublishTarget::HttpPost;
-    let url = if raw {
-        a.post_url
+    let target = a.target;
+    let url = match target {
+        PublishTarget::HttpPost => a
+            .post_url
             .clone()
             .filter(|u| u.contains("{group}"))
-            .ok_or("--target http-post needs --post-url with {group}, e.g. http://127.0.0.1:8080/pub/{group}")?
-    } else {
-        a.admin.clone()
+            .ok_or("--target http-post needs --post-url with {group}, e.g. http://127.0.0.1:8080/pub/{group}")?,
+        PublishTarget::Pushpin => a.pushpin_url.clone(),
+        _ => a.admin.clone(),
     };
     let (scheme, host, port, base) = util::split_url(&url, 80)?;
     if scheme != "http" {
         return Err(format!("`{url}` must be http://"));
     }
     let addr = util::loopback_addr(&host, port)?;
-    // http-admin: <base>/publish/<group>; http-post: the template's path.
-    let base = if raw { base } else { base.trim_end_matches('/').to_string() + "/publish/{group}" };
+    // http-admin: <base>/publish/<group>; http-post: the template's path; pushpin: the
+    // URL's path as it is (the channel is in the body).
+    let base = match target {
+        PublishTarget::HttpAdmin => base.trim_end_matches('/').to_string() + "/publish/{group}",
+        _ => base,
+    };
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let end = start + a.max_time;
@@ -298,11 +324,7 @@ async fn run_http(a: &PublishArgs, tally: Arc<Mutex<Tally>>) -> Result<(), Strin
                     tally.lock().unwrap().lag_ns.push(lag);
                 }
                 for g in &groups {
-                    let (body, ctype) = if raw {
-                        (payload(i, size).into_bytes(), "text/plain")
-                    } else {
-                        (serde_json::to_vec(&json!({"type": ty, "text": payload(i, size)})).unwrap(), "application/json")
-                    };
+                    let (body, ctype) = http_body(target, &ty, g, payload(i, size));
                     let t0 = Instant::now();
                     let path = base.replace("{group}", g);
                     let res = tokio::time::timeout(limit, conn.post(&path, ctype, &body, token.as_deref())).await;
@@ -488,7 +510,7 @@ pub async fn run(a: &PublishArgs) -> Result<(), String> {
     let t0 = Instant::now();
     let started_ns = now_ns();
     match a.target {
-        PublishTarget::HttpAdmin | PublishTarget::HttpPost => run_http(a, tally.clone()).await?,
+        PublishTarget::HttpAdmin | PublishTarget::HttpPost | PublishTarget::Pushpin => run_http(a, tally.clone()).await?,
         PublishTarget::Amqp => run_amqp(a, tally.clone()).await?,
     }
     let elapsed = t0.elapsed().as_secs_f64();
@@ -504,6 +526,7 @@ pub async fn run(a: &PublishArgs) -> Result<(), String> {
             "target": format!("{:?}", a.target),
             "admin": if a.target == PublishTarget::HttpAdmin { Some(&a.admin) } else { None },
             "post_url": if a.target == PublishTarget::HttpPost { a.post_url.as_ref() } else { None },
+            "pushpin_url": if a.target == PublishTarget::Pushpin { Some(&a.pushpin_url) } else { None },
             "exchange": if a.target == PublishTarget::Amqp { Some(&a.exchange) } else { None },
             "groups": a.groups,
             "messages": a.messages,
@@ -541,6 +564,16 @@ mod tests {
         let (ts, seq) = crate::fanout::parse_payload(&p).unwrap();
         assert!(ts > 1_600_000_000_000_000_000);
         assert_eq!(seq, Some(42));
+    }
+
+    #[test]
+    fn pushpin_body_is_one_ws_message_item() {
+        let (b, ctype) = http_body(PublishTarget::Pushpin, "bench.message", "g1", "hi".into());
+        assert_eq!(ctype, "application/json");
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v, json!({"items": [{"channel": "g1", "formats": {"ws-message": {"content": "hi"}}}]}));
+        let (b, ctype) = http_body(PublishTarget::HttpPost, "bench.message", "g1", "hi".into());
+        assert_eq!((b.as_slice(), ctype), (&b"hi"[..], "text/plain"));
     }
 
     #[test]
