@@ -12,7 +12,7 @@ Reads benches/results/{fanout,idle,http,auth}.jsonl and writes into benches/plot
     auth-connects.svg       WebSocket connects/s with auth by the app, per target (latest run, log scale)
     auth-latency.svg        connect time p50 / p99 with auth, per target (latest run, log scale)
 
-"Latest run" is the newest run_id in the file. A target that the latest run did not
+"Latest run" is the newest run_id in the file, or the one given with --run BENCH=RUN_ID. A target that the latest run did not
 measure (e.g. an idle run that re-measured channelgate alone) is taken from its newest
 earlier run with the same N and marked with that run id, so the chart still compares
 the peers; the subtitle says so. A results file that is missing or empty is skipped.
@@ -58,13 +58,24 @@ def read_jsonl(path):
     return out
 
 
+# bench name -> run_id to draw instead of the newest (--run BENCH=RUN_ID)
+PINNED = {}
+
+
 def latest_with_fill(recs, key):
-    """Records of the newest run_id, plus, for each (key) the newest run lacks, the newest
-    earlier record with that key. key(rec) -> hashable (target, scenario, n ...).
+    """Records of the newest run_id (or the run pinned for this bench with --run), plus,
+    for each (key) that run lacks, the newest earlier record with that key.
+    key(rec) -> hashable (target, scenario, n ...).
     Returns (run_id, [(rec, filled_from_older_run)])."""
     if not recs:
         return None, []
     latest = max(r.get("run_id", "") for r in recs)
+    pinned = PINNED.get(recs[0].get("bench"))
+    if pinned:
+        if not any(r.get("run_id") == pinned for r in recs):
+            raise ValueError(f"--run {recs[0].get('bench')}={pinned}: no such run in the results")
+        latest = pinned
+        recs = [r for r in recs if r.get("run_id", "") <= pinned]
     chosen = {}
     for r in sorted(recs, key=lambda r: (r.get("run_id", ""), r.get("timestamp", ""))):
         chosen[key(r)] = r  # newest wins
@@ -454,7 +465,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", default=os.path.join(REPO, "benches", "results"))
     ap.add_argument("--out", default=HERE)
+    ap.add_argument("--run", action="append", default=[], metavar="BENCH=RUN_ID",
+                    help="draw this run of BENCH (fanout, idle, http, auth) instead of the newest")
     a = ap.parse_args(argv)
+    for pin in a.run:
+        bench, sep, run_id = pin.partition("=")
+        if not sep or bench not in ("fanout", "idle", "http", "auth") or not run_id:
+            ap.error(f"--run {pin!r}: expected BENCH=RUN_ID with BENCH one of fanout, idle, http, auth")
+        PINNED[bench] = run_id
     os.makedirs(a.out, exist_ok=True)
     written, failed = [], 0
     for fn in (fanout_charts, idle_chart, http_chart, auth_charts):
