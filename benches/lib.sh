@@ -84,3 +84,45 @@ wait_port() {  # PORT SECONDS PID: until the port accepts, the process dies, or 
     done
     return 1
 }
+
+# Installs Debian packages (root only; apt-get update and a second try when the first
+# fails), output to /tmp/cg-$BENCH-apt.log. Fails when it could not.
+apt_install() {  # PACKAGE...
+    [ "$(id -u)" = 0 ] || return 1
+    {
+        DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends "$@" \
+            || { DEBIAN_FRONTEND=noninteractive timeout 300 apt-get update -qq \
+                 && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends "$@"; }
+    } >"/tmp/cg-$BENCH-apt.log" 2>&1
+}
+
+# nginx + nchan (Debian libnginx-mod-nchan), installed when missing; fails when unavailable.
+NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
+NGINX=/usr/sbin/nginx
+nchan_ok() { [ -f "$NCHAN_MODULE" ] && [ -x "$NGINX" ]; }
+ensure_nchan() {
+    nchan_ok && return 0
+    log "installing libnginx-mod-nchan (Debian) for the nchan target"
+    apt_install libnginx-mod-nchan || true
+    nchan_ok
+}
+
+# Pushpin (Debian pushpin 1.36 with condure and zurl), installed when missing; fails when
+# unavailable. Only its binaries and its config template are used: the scripts never
+# start the system service.
+PUSHPIN=/usr/bin/pushpin
+pushpin_template() {
+    PUSHPIN_TEMPLATE=/etc/pushpin/pushpin.conf
+    [ -f "$PUSHPIN_TEMPLATE" ] || PUSHPIN_TEMPLATE=/usr/share/pushpin/pushpin.conf.condure
+}
+pushpin_template
+pushpin_ok() {
+    pushpin_template
+    [ -x "$PUSHPIN" ] && [ -f "$PUSHPIN_TEMPLATE" ] && command -v condure >/dev/null && command -v zurl >/dev/null
+}
+ensure_pushpin() {
+    pushpin_ok && return 0
+    log "installing pushpin (Debian) for the pushpin target"
+    apt_install pushpin || true
+    pushpin_ok
+}

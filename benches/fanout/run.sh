@@ -103,41 +103,14 @@ if [ "$need_amqp" = 1 ] && ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
     die "RabbitMQ is not listening on 127.0.0.1:5672 (start it: service rabbitmq-server start)"
 fi
 
-NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
-NGINX=/usr/sbin/nginx
-if [[ ",$TARGETS," == *,nchan,* ]] && { [ ! -f "$NCHAN_MODULE" ] || [ ! -x "$NGINX" ]; }; then
-    if [ "$(id -u)" = 0 ]; then
-        log "installing libnginx-mod-nchan (Debian) for the nchan target"
-        { DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends libnginx-mod-nchan \
-            || { DEBIAN_FRONTEND=noninteractive timeout 300 apt-get update -qq \
-                 && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends libnginx-mod-nchan; }; } \
-            >"/tmp/cg-fanout-apt.log" 2>&1 || true
-    fi
-    if [ ! -f "$NCHAN_MODULE" ] || [ ! -x "$NGINX" ]; then
-        log "WARNING: nginx + nchan unavailable (apt-get install libnginx-mod-nchan failed or not root); skipping the nchan target"
-        TARGET_LIST=("${TARGET_LIST[@]/nchan}")
-    fi
+# The peers' Debian packages (benches/lib.sh), installed when missing, else skipped.
+if [[ ",$TARGETS," == *,nchan,* ]] && ! ensure_nchan; then
+    log "WARNING: nginx + nchan unavailable (apt-get install libnginx-mod-nchan failed or not root); skipping the nchan target"
+    TARGET_LIST=("${TARGET_LIST[@]/nchan}")
 fi
-
-# Pushpin: the Debian package (pushpin 1.36 with condure and zurl). Only its binaries and
-# its config template are used: the system service is never started (see start_pushpin).
-PUSHPIN=/usr/bin/pushpin
-PUSHPIN_TEMPLATE=/etc/pushpin/pushpin.conf
-[ -f "$PUSHPIN_TEMPLATE" ] || PUSHPIN_TEMPLATE=/usr/share/pushpin/pushpin.conf.condure
-pushpin_ok() { [ -x "$PUSHPIN" ] && [ -f "$PUSHPIN_TEMPLATE" ] && command -v condure >/dev/null && command -v zurl >/dev/null; }
-if [[ ",$TARGETS," == *,pushpin,* ]] && ! pushpin_ok; then
-    if [ "$(id -u)" = 0 ]; then
-        log "installing pushpin (Debian) for the pushpin target"
-        { DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends pushpin \
-            || { DEBIAN_FRONTEND=noninteractive timeout 300 apt-get update -qq \
-                 && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends pushpin; }; } \
-            >"/tmp/cg-fanout-apt.log" 2>&1 || true
-        [ -f "$PUSHPIN_TEMPLATE" ] || PUSHPIN_TEMPLATE=/usr/share/pushpin/pushpin.conf.condure
-    fi
-    if ! pushpin_ok; then
-        log "WARNING: pushpin unavailable (apt-get install pushpin failed or not root); skipping the pushpin target"
-        TARGET_LIST=("${TARGET_LIST[@]/pushpin}")
-    fi
+if [[ ",$TARGETS," == *,pushpin,* ]] && ! ensure_pushpin; then
+    log "WARNING: pushpin unavailable (apt-get install pushpin failed or not root); skipping the pushpin target"
+    TARGET_LIST=("${TARGET_LIST[@]/pushpin}")
 fi
 
 # File descriptors: each server and the client tool hold one per connection.

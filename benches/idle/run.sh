@@ -85,33 +85,12 @@ for t in "${TARGET_LIST[@]}"; do
     fi
 done
 
-NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
-NGINX=/usr/sbin/nginx
-if [[ ",$TARGETS," == *,nchan,* ]] && { [ ! -f "$NCHAN_MODULE" ] || [ ! -x "$NGINX" ]; }; then
-    if [ "$(id -u)" = 0 ]; then
-        log "installing libnginx-mod-nchan (Debian) for the nchan target"
-        DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends libnginx-mod-nchan \
-            >"/tmp/cg-idle-apt.log" 2>&1 || true
-    fi
-    [ -f "$NCHAN_MODULE" ] && [ -x "$NGINX" ] || die "nginx + nchan unavailable (apt-get install libnginx-mod-nchan)"
+# The peers' Debian packages (benches/lib.sh), installed when missing.
+if [[ ",$TARGETS," == *,nchan,* ]] && ! ensure_nchan; then
+    die "nginx + nchan unavailable (apt-get install libnginx-mod-nchan failed or not root; see /tmp/cg-idle-apt.log)"
 fi
-
-# Pushpin: the Debian package's binaries and config template; the system service is
-# never started (see start_server).
-PUSHPIN=/usr/bin/pushpin
-PUSHPIN_TEMPLATE=/etc/pushpin/pushpin.conf
-[ -f "$PUSHPIN_TEMPLATE" ] || PUSHPIN_TEMPLATE=/usr/share/pushpin/pushpin.conf.condure
-pushpin_ok() { [ -x "$PUSHPIN" ] && [ -f "$PUSHPIN_TEMPLATE" ] && command -v condure >/dev/null && command -v zurl >/dev/null; }
-if [[ ",$TARGETS," == *,pushpin,* ]] && ! pushpin_ok; then
-    if [ "$(id -u)" = 0 ]; then
-        log "installing pushpin (Debian) for the pushpin target"
-        { DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends pushpin \
-            || { DEBIAN_FRONTEND=noninteractive timeout 300 apt-get update -qq \
-                 && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends pushpin; }; } \
-            >"/tmp/cg-idle-apt.log" 2>&1 || true
-        [ -f "$PUSHPIN_TEMPLATE" ] || PUSHPIN_TEMPLATE=/usr/share/pushpin/pushpin.conf.condure
-    fi
-    pushpin_ok || die "pushpin unavailable (apt-get install pushpin failed or not root; see /tmp/cg-idle-apt.log)"
+if [[ ",$TARGETS," == *,pushpin,* ]] && ! ensure_pushpin; then
+    die "pushpin unavailable (apt-get install pushpin failed or not root; see /tmp/cg-idle-apt.log)"
 fi
 
 # File descriptors: the server and the client tool each hold one per connection.
