@@ -124,6 +124,15 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let reg = &registry;
+        // process_open_fds / process_max_fds, process_resident_memory_bytes,
+        // process_cpu_seconds_total, process_threads: each WebSocket is an open file, and
+        // at the limit new connections wait unaccepted (Pingora logs "Too many open files").
+        #[cfg(target_os = "linux")]
+        if let Err(e) = reg.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )) {
+            tracing::warn!(error = %e, "process metrics unavailable");
+        }
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 "channelgate_http_request_duration_seconds",
@@ -403,6 +412,14 @@ mod tests {
             text.contains("channelgate_http_requests_total{method=\"GET\",status_class=\"2xx\"} 1")
         );
         assert!(text.contains("channelgate_upstream_errors_total{kind=\"connect_refused\"} 1"));
+        #[cfg(target_os = "linux")]
+        for series in [
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_resident_memory_bytes ",
+        ] {
+            assert!(text.contains(series), "{series} missing");
+        }
     }
 
     #[test]
