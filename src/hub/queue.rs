@@ -30,6 +30,16 @@ struct State {
     closed: bool,
 }
 
+impl State {
+    fn pop(&mut self) -> Option<Outbound> {
+        let item = self.items.pop_front();
+        if self.items.is_empty() && self.items.capacity() > KEEP_SLOTS {
+            self.items = VecDeque::new();
+        }
+        item
+    }
+}
+
 /// Why [`Queue::offer`] did not queue a message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refused {
@@ -95,11 +105,7 @@ impl Queue {
         if s.kick != 0 {
             return None;
         }
-        let item = s.items.pop_front();
-        if s.items.is_empty() && s.items.capacity() > KEEP_SLOTS {
-            s.items = VecDeque::new();
-        }
-        item
+        s.pop()
     }
 
     /// Waits for the kick or the next message. Cancel-safe: a message is taken out only
@@ -107,13 +113,13 @@ impl Queue {
     pub async fn recv(&self) -> Recv {
         loop {
             {
-                let s = self.lock();
+                let mut s = self.lock();
                 if s.kick != 0 {
                     return Recv::Kicked(s.kick);
                 }
-            }
-            if let Some(item) = self.try_recv() {
-                return Recv::Item(item);
+                if let Some(item) = s.pop() {
+                    return Recv::Item(item);
+                }
             }
             // A message offered after the check above leaves a permit behind, so this
             // returns at once and the loop finds it.

@@ -331,8 +331,8 @@ pub(super) fn run(
                                 let kind = if m.is_text() { "text" } else { "binary" };
                                 ep.metrics.ws.frames_in.with_label_values(&[kind]).inc();
                                 // Boxed: these futures (an HTTP call to the app, an AMQP publish) are
-                            // large and rare; inline they would sit in every idle connection's task.
-                            let handled = match &route.protocol {
+                                // large and rare; inline they would sit in every idle connection's task.
+                                let handled = match &route.protocol {
                                     Protocol::Channels => Box::pin(inbound::handle(&ep, &conn, &mut ws, m)).await,
                                     Protocol::Awx => Box::pin(protocols::awx::handle(&ep, &conn, &mut ws, &membership.member, &mut subs, m)).await,
                                     Protocol::AmqpBridge(_) => {
