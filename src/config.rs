@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub forwarding: crate::proxy::headers::Forwarding,
     /// Extra read buffer per client connection, in bytes; 0 reads the socket directly.
     pub read_buffer: usize,
+    /// The largest request line / header line and request head accepted.
+    pub header_limits: crate::proxy::headers::HeaderLimits,
 }
 
 /// `[log]`.
@@ -93,6 +95,8 @@ pub(crate) struct RawServer {
     pid_file: Option<String>,
     trusted_proxies: Option<Vec<String>>,
     read_buffer: Option<String>,
+    max_header_line: Option<String>,
+    max_header_size: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -250,24 +254,37 @@ impl RawServer {
                 Err(e) => errs.add(&path.key("trusted_proxies").index(i), e),
             }
         }
-        let read_buffer = match self
-            .read_buffer
-            .as_deref()
-            .map(crate::ws::config::parse_size)
-        {
-            None => 0,
-            Some(Ok(n)) if n <= 1 << 20 => n as usize,
-            Some(Ok(_)) => {
-                errs.add(&path.key("read_buffer"), "must be at most 1MiB");
-                0
-            }
-            Some(Err(e)) => {
-                errs.add(&path.key("read_buffer"), e);
-                0
-            }
-        };
+        let read_buffer = size_key(
+            self.read_buffer.as_deref(),
+            0,
+            (0, 1 << 20),
+            &path.key("read_buffer"),
+            errs,
+        );
+        let defaults = crate::proxy::headers::HeaderLimits::default();
+        let line = size_key(
+            self.max_header_line.as_deref(),
+            defaults.line,
+            (1 << 10, 1 << 20),
+            &path.key("max_header_line"),
+            errs,
+        );
+        let total = size_key(
+            self.max_header_size.as_deref(),
+            defaults.total.max(line),
+            (1 << 10, 1 << 20),
+            &path.key("max_header_size"),
+            errs,
+        );
+        if total < line {
+            errs.add(
+                &path.key("max_header_size"),
+                format!("must be at least max_header_line ({line} bytes)"),
+            );
+        }
         ServerConfig {
             read_buffer,
+            header_limits: crate::proxy::headers::HeaderLimits { line, total },
             forwarding: crate::proxy::headers::Forwarding { trusted },
             listen,
             threads,
@@ -306,6 +323,40 @@ impl RawLog {
             access_log: self.access_log.unwrap_or(true),
             format,
         }
+    }
+}
+
+/// A size key ("8KiB", "1MiB", "0") within `min..=max` bytes; `default` when absent.
+fn size_key(
+    raw: Option<&str>,
+    default: usize,
+    (min, max): (usize, usize),
+    key: &KeyPath,
+    errs: &mut Errors,
+) -> usize {
+    match raw.map(crate::ws::config::parse_size) {
+        None => default,
+        Some(Ok(n)) if (min as u64..=max as u64).contains(&n) => n as usize,
+        Some(Ok(_)) => {
+            errs.add(
+                key,
+                format!("must be between {} and {}", show_size(min), show_size(max)),
+            );
+            default
+        }
+        Some(Err(e)) => {
+            errs.add(key, e);
+            default
+        }
+    }
+}
+
+fn show_size(n: usize) -> String {
+    match n {
+        0 => "0".into(),
+        n if n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
+        n if n % (1 << 10) == 0 => format!("{}KiB", n >> 10),
+        n => n.to_string(),
     }
 }
 
@@ -366,6 +417,35 @@ mod tests {
                 "log.format"
             ]
         );
+    }
+
+    #[test]
+    fn header_limits_parse_and_are_checked() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(
+            c.server.header_limits,
+            crate::proxy::headers::HeaderLimits::default()
+        );
+        let c = parse(&format!(
+            "[server]\nmax_header_line = \"16KiB\"\nmax_header_size = \"64KiB\"\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.server.header_limits.line, c.server.header_limits.total),
+            (16 << 10, 64 << 10)
+        );
+        let e = parse(&format!(
+            "[server]\nmax_header_line = \"64KiB\"\nmax_header_size = \"16KiB\"\nread_buffer = \"2MiB\"\n{MINIMAL}"
+        ))
+        .unwrap_err();
+        let msgs: Vec<String> = e.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(msgs.iter().any(
+            |m| m.contains("server.max_header_size") && m.contains("at least max_header_line")
+        ));
+        assert!(msgs
+            .iter()
+            .any(|m| m.contains("server.read_buffer") && m.contains("between 0 and 1MiB")));
     }
 
     #[test]

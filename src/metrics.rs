@@ -88,6 +88,9 @@ pub struct HttpMetrics {
     pub upgrades: IntCounterVec,
     /// Passed-through upgraded connections open now.
     pub upgrades_open: IntGauge,
+    /// Requests refused before routing, by reason (uri_too_long, header_line_too_large,
+    /// headers_too_large).
+    pub refused: IntCounterVec,
 }
 
 /// The upstream pool.
@@ -161,6 +164,12 @@ impl Metrics {
                 reg,
                 "channelgate_downstream_connections",
                 "Open client connections (counted from their first request).",
+            ),
+            refused: counter_vec(
+                reg,
+                "channelgate_http_refused_total",
+                "Requests refused before routing, by reason.",
+                &["reason"],
             ),
             upgrades: counter_vec(
                 reg,

@@ -33,6 +33,7 @@ pub struct Proxy {
     pub drain: Arc<Drain>,
     pub access_log: bool,
     pub forwarding: headers::Forwarding,
+    pub header_limits: headers::HeaderLimits,
 }
 
 /// Per-request state.
@@ -153,6 +154,19 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.request_id = headers::request_id(session.req_header());
+        if let Some(refused) = self.header_limits.check(session.req_header()) {
+            self.metrics
+                .http
+                .refused
+                .with_label_values(&[refused.reason])
+                .inc();
+            let (resp, body) = errors::error_response(refused.status, &ctx.request_id)?;
+            // As nginx does: the rest of the connection is not worth reading.
+            session.set_keepalive(None);
+            session.write_response_header(Box::new(resp), false).await?;
+            session.write_response_body(Some(body), true).await?;
+            return Ok(true);
+        }
         let path = session.req_header().uri.path().to_string();
         if let Some((route, params)) = self.ws.find(&path) {
             self.ws

@@ -126,6 +126,7 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         drain: drain.clone(),
         access_log: config.log.access_log,
         forwarding: config.server.forwarding.clone(),
+        header_limits: config.server.header_limits,
     };
     let mut proxy_service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

@@ -598,3 +598,59 @@ fn refused_upgrade_is_relayed_as_a_normal_response() {
         1.0
     );
 }
+
+#[test]
+fn oversized_request_heads_are_refused_and_counted() {
+    let dir = tempdir();
+    let app = Gunicorn::start(dir.path(), "a", Bind::Tcp(free_port()));
+    let routes = "[[ws]]\npath = \"/ws/\"\n";
+    let cg = Channelgate::start(
+        dir.path(),
+        "max_header_line = \"4KiB\"",
+        &format!("{}\n{routes}", upstream_block(&[&app.bind], "")),
+    );
+    let c = client();
+    // Under the limits: proxied as usual.
+    let r = c
+        .get(cg.url("/headers/"))
+        .header("cookie", "a".repeat(3000))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // One header line over max_header_line: 431, also on a WebSocket route (which never
+    // reaches gunicorn's own limits), and the connection is closed.
+    for path in ["/headers/", "/ws/"] {
+        let r = c
+            .get(cg.url(path))
+            .header("cookie", "a".repeat(5000))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 431, "{path}");
+        assert_eq!(r.headers()["connection"], "close");
+        assert!(r.headers().contains_key("x-request-id"));
+    }
+    // A request line over it: 414.
+    let r = c
+        .get(cg.url(&format!("/headers/?q={}", "x".repeat(5000))))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 414);
+    // Many lines, each under the limit, over max_header_size (32KiB): 431.
+    let mut req = c.get(cg.url("/headers/"));
+    for i in 0..12 {
+        req = req.header(format!("x-filler-{i}"), "f".repeat(3000));
+    }
+    assert_eq!(req.send().unwrap().status(), 431);
+    assert_eq!(
+        cg.metric("channelgate_http_refused_total{reason=\"header_line_too_large\"}"),
+        2.0
+    );
+    assert_eq!(
+        cg.metric("channelgate_http_refused_total{reason=\"uri_too_long\"}"),
+        1.0
+    );
+    assert_eq!(
+        cg.metric("channelgate_http_refused_total{reason=\"headers_too_large\"}"),
+        1.0
+    );
+}

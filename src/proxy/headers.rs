@@ -30,6 +30,69 @@ pub fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
+/// How large a request head may be (`[server] max_header_line`, `max_header_size`): the
+/// same defaults as nginx's `large_client_header_buffers 4 8k`. Pingora alone accepts up
+/// to 1 MiB and forwards it; gunicorn refuses lines over 8190 bytes, an in-process
+/// WebSocket route would take them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderLimits {
+    /// The request line, or any one header line (`name: value`), in bytes.
+    pub line: usize,
+    /// The request line and every header line together, in bytes.
+    pub total: usize,
+}
+
+impl Default for HeaderLimits {
+    fn default() -> Self {
+        HeaderLimits {
+            line: 8 << 10,
+            total: 32 << 10,
+        }
+    }
+}
+
+/// Why a request head is refused: the status and the `reason` label of
+/// `channelgate_http_refused_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooLarge {
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+impl HeaderLimits {
+    /// `None` when `req` fits; else 414 for a long request line, 431 for the headers.
+    pub fn check(&self, req: &RequestHeader) -> Option<TooLarge> {
+        // "METHOD URI HTTP/1.1"
+        let request_line = req.method.as_str().len() + 1 + uri_len(&req.uri) + 9;
+        if request_line > self.line {
+            return Some(TooLarge {
+                status: 414,
+                reason: "uri_too_long",
+            });
+        }
+        let mut total = request_line;
+        for (name, value) in req.headers.iter() {
+            let line = name.as_str().len() + 2 + value.len();
+            if line > self.line {
+                return Some(TooLarge {
+                    status: 431,
+                    reason: "header_line_too_large",
+                });
+            }
+            total += line;
+        }
+        (total > self.total).then_some(TooLarge {
+            status: 431,
+            reason: "headers_too_large",
+        })
+    }
+}
+
+fn uri_len(uri: &http::Uri) -> usize {
+    uri.path_and_query().map_or(1, |pq| pq.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len())
+}
+
 /// A network of trusted proxies: an address and a prefix length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Net {
@@ -160,6 +223,38 @@ fn set(req: &mut RequestHeader, name: &'static str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_limits_follow_nginx_defaults() {
+        let limits = HeaderLimits::default();
+        let build = |path: &str, headers: &[(&str, String)]| {
+            let mut r = RequestHeader::build("GET", path.as_bytes(), None).unwrap();
+            for (k, v) in headers {
+                r.insert_header(k.to_string(), v.as_str()).unwrap();
+            }
+            r
+        };
+        let ok = build("/ok/", &[("cookie", "a".repeat(8000))]);
+        assert_eq!(limits.check(&ok), None);
+        let long_uri = build(&format!("/{}", "x".repeat(8200)), &[]);
+        assert_eq!(limits.check(&long_uri).map(|t| t.status), Some(414));
+        let long_line = build("/", &[("cookie", "a".repeat(8200))]);
+        assert_eq!(
+            limits.check(&long_line),
+            Some(TooLarge {
+                status: 431,
+                reason: "header_line_too_large"
+            })
+        );
+        let many: Vec<(&str, String)> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|n| (*n, "v".repeat(7000)))
+            .collect();
+        assert_eq!(
+            limits.check(&build("/", &many)).map(|t| t.reason),
+            Some("headers_too_large")
+        );
+    }
 
     fn req(headers: &[(&str, &str)]) -> RequestHeader {
         let mut r = RequestHeader::build("GET", b"/x", None).unwrap();
