@@ -395,6 +395,10 @@ fn check_reports_errors_with_key_and_line() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("listeners:   127.0.0.1:8000"), "{text}");
     assert!(text.contains("- 127.0.0.1:8050"), "{text}");
+    assert!(
+        text.contains("header lines up to 8192 bytes, request heads up to 32768 bytes"),
+        "{text}"
+    );
 }
 
 #[test]

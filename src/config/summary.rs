@@ -30,6 +30,10 @@ pub fn render(c: &Config) -> String {
         show_duration(c.server.grace_period),
         c.server.upgrade_sock.display()
     ));
+    line(format!(
+        "requests:    header lines up to {} bytes, request heads up to {} bytes (414/431 beyond)",
+        c.server.header_limits.line, c.server.header_limits.total
+    ));
     let u = &c.upstream;
     line(format!(
         "upstream:    {} server(s), round robin over healthy servers",
