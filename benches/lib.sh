@@ -57,7 +57,7 @@ bench_cleanup() {
     if [ "${KEEP:-0}" = 1 ] || [ "$rc" != 0 ]; then
         echo "$BENCH/run.sh: kept $TMP" >&2
         if [ "$rc" != 0 ]; then
-            for f in "$TMP"/*.log "$TMP"/*.err; do
+            for f in "$TMP"/*.log "$TMP"/*.err "$TMP"/*/*.log; do
                 [ -s "$f" ] && { echo "--- tail $f" >&2; tail -n 15 "$f" >&2; }
             done
         fi
@@ -69,8 +69,9 @@ bench_cleanup() {
 # Runs a private copy of $BIN: a concurrent `cargo build` may replace
 # target/release/channelgate while the benchmark runs.
 use_private_binary() {
-    cp -p "$BIN" "$TMP/channelgate"
-    BIN="$TMP/channelgate"
+    mkdir -p "$TMP/bin"
+    cp -p "$BIN" "$TMP/bin/channelgate"
+    BIN="$TMP/bin/channelgate"
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

@@ -25,8 +25,9 @@ QUIET_PCT=15    # other load above this (CPU %) before a run: wait for it to pas
 QUIET_WAIT=120  # ... for at most this many seconds, then measure anyway and say so
 
 usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
-die() { echo "run.sh: $*" >&2; exit 1; }
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+BENCH=http
+# shellcheck source=../lib.sh
+source "$(dirname "$0")/../lib.sh"
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -100,46 +101,13 @@ fi
 [ -x "$BIN" ] || die "$BIN missing (run without --no-build)"
 
 # ---------------------------------------------------------------- cleanup ---
-T="$(mktemp -d "${TMPDIR:-/tmp}/channelgate-bench.XXXXXX")"
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/channelgate-bench.XXXXXX")"
+T="$TMP"
 chmod 755 "$T"   # nginx workers run as nobody when started by root
-PIDS=()
-
-stop_pid() {   # stop_pid PID NAME: TERM, wait up to 5s, then KILL it and its children
-    local pid="$1" name="$2" i kids
-    kill -0 "$pid" 2>/dev/null || return 0
-    kids="$(pgrep -P "$pid" 2>/dev/null || true)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "$name (pid $pid) ignored SIGTERM for 5s; killing it"
-        # shellcheck disable=SC2086
-        kill -KILL "$pid" $kids 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$? i
-    trap - EXIT INT TERM
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        stop_pid "${PIDS[$i]%%:*}" "${PIDS[$i]#*:}"
-    done
-    if [ "$rc" -ne 0 ]; then
-        for f in "$T"/*/error.log "$T"/channelgate/channelgate.log; do
-            [ -s "$f" ] || continue
-            echo "---- tail $f" >&2; tail -n 20 "$f" >&2
-        done
-    fi
-    if [ "$KEEP" = 1 ] || [ "$rc" -ne 0 ]; then
-        log "work directory kept: $T"
-    else
-        rm -rf "$T"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+declare -A NAME_OF=()   # pid -> what it is, for messages
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
+use_private_binary
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -268,17 +236,17 @@ EOF
 
 "$NGINX" -p "$T/upstream" -e "$T/upstream/error.log" -c "$T/upstream/nginx.conf" -g 'daemon off;' \
     </dev/null >"$T/upstream/stdout.log" 2>&1 &
-PIDS+=("$!:upstream nginx")
+PIDS+=("$!"); NAME_OF[$!]="upstream nginx"
 "$NGINX" -p "$T/proxy" -e "$T/proxy/error.log" -c "$T/proxy/nginx.conf" -g 'daemon off;' \
     </dev/null >"$T/proxy/stdout.log" 2>&1 &
-PIDS+=("$!:proxy nginx")
+PIDS+=("$!"); NAME_OF[$!]="proxy nginx"
 RUST_LOG= "$BIN" run --config "$CG_CONF" </dev/null >"$T/channelgate/channelgate.log" 2>&1 &
-PIDS+=("$!:channelgate")
+PIDS+=("$!"); NAME_OF[$!]="channelgate"
 
 alive_all() {
     local p
     for p in "${PIDS[@]}"; do
-        kill -0 "${p%%:*}" 2>/dev/null || die "${p#*:} (pid ${p%%:*}) is not running"
+        kill -0 "$p" 2>/dev/null || die "${NAME_OF[$p]} (pid $p) is not running"
     done
 }
 
