@@ -247,8 +247,8 @@ impl Endpoint {
             .inc();
         let ws_config = WebSocketConfig::default()
             // Small: tungstenite zero-fills this much at every read, so it is resident in
-            // every idle connection (4096 cost 3 KiB more each); the stream below is
-            // buffered, so larger messages cost copies, not system calls.
+            // every idle connection (4096 cost 3 KiB more each); a larger message takes a
+            // few more reads.
             .read_buffer_size(1024)
             // Frames collect up to about one TCP segment before a write (and a batch is
             // flushed at its end). The buffer is allocated at the first message, so a
