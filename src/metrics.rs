@@ -3,10 +3,10 @@
 //! Registration goes through the `prometheus` that `pingora-prometheus` re-exports, so one
 //! version of the crate is linked.
 //!
-//! Every `expect("valid metric opts")` below builds a metric from constant, well-formed
-//! names, help texts and labels, which is the only way these constructors fail; the unit
-//! test `registers_and_renders` builds the whole set, so a bad name fails the test suite,
-//! never a running server.
+//! Every metric is built by the helpers below from constant, well-formed names, help texts
+//! and labels, the only way these constructors fail; their one `expect` is in `valid`, and
+//! the unit test `registers_and_renders` builds the whole set, so a bad name fails the
+//! test suite, never a running server.
 
 use pingora_prometheus::prometheus::{
     self, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
@@ -113,14 +113,40 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(reg: &Registry, c:
     c
 }
 
+/// Metric constructors fail only on a malformed name, help text or label, which the
+/// constant arguments below exclude; `registers_and_renders` builds every one of them.
+fn valid<T>(r: prometheus::Result<T>) -> T {
+    r.expect("constant metric name, help and labels are well formed")
+}
+
+fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
+    register(reg, valid(IntCounter::new(name, help)))
+}
+
 fn counter_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    // Constant, well-formed names and labels: cannot fail.
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric opts");
-    register(reg, c)
+    register(
+        reg,
+        valid(IntCounterVec::new(Opts::new(name, help), labels)),
+    )
 }
 
 fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
-    register(reg, IntGauge::new(name, help).expect("valid metric opts"))
+    register(reg, valid(IntGauge::new(name, help)))
+}
+
+fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(reg, valid(IntGaugeVec::new(Opts::new(name, help), labels)))
+}
+
+fn histogram_vec(
+    reg: &Registry,
+    name: &str,
+    help: &str,
+    buckets: Vec<f64>,
+    labels: &[&str],
+) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets);
+    register(reg, valid(HistogramVec::new(opts, labels)))
 }
 
 impl Metrics {
@@ -136,17 +162,6 @@ impl Metrics {
         )) {
             tracing::warn!(error = %e, "process metrics unavailable");
         }
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "channelgate_http_request_duration_seconds",
-                "Time from request header to the end of the response.",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
-            &["status_class"],
-        )
-        .expect("valid metric opts");
         let http = HttpMetrics {
             requests: counter_vec(
                 reg,
@@ -154,7 +169,16 @@ impl Metrics {
                 "HTTP requests by method and status class.",
                 &["method", "status_class"],
             ),
-            duration: register(reg, duration),
+            duration: histogram_vec(
+                reg,
+                "channelgate_http_request_duration_seconds",
+                "Time from request header to the end of the response.",
+                vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0,
+                ],
+                &["status_class"],
+            ),
             in_flight: gauge(
                 reg,
                 "channelgate_http_requests_in_flight",
@@ -190,37 +214,24 @@ impl Metrics {
                 "Failures talking to upstream servers, by kind.",
                 &["kind"],
             ),
-            healthy: register(
+            healthy: gauge_vec(
                 reg,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "channelgate_upstream_healthy",
-                        "1 when the upstream server passes its health check.",
-                    ),
-                    &["server"],
-                )
-                .expect("valid metric opts"),
+                "channelgate_upstream_healthy",
+                "1 when the upstream server passes its health check.",
+                &["server"],
             ),
-            retries: register(
+            retries: counter(
                 reg,
-                IntCounter::new(
-                    "channelgate_upstream_retries_total",
-                    "Requests retried on another server after a connect failure.",
-                )
-                .expect("valid metric opts"),
+                "channelgate_upstream_retries_total",
+                "Requests retried on another server after a connect failure.",
             ),
         };
         let ws = WsMetrics {
-            open: register(
+            open: gauge_vec(
                 reg,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "channelgate_ws_connections",
-                        "Open WebSocket connections by route.",
-                    ),
-                    &["route"],
-                )
-                .expect("valid metric opts"),
+                "channelgate_ws_connections",
+                "Open WebSocket connections by route.",
+                &["route"],
             ),
             connects: counter_vec(
                 reg,
@@ -234,21 +245,15 @@ impl Metrics {
                 "Frames received from WebSocket clients, by kind.",
                 &["kind"],
             ),
-            frames_out: register(
+            frames_out: counter(
                 reg,
-                IntCounter::new(
-                    "channelgate_ws_frames_sent_total",
-                    "Frames sent to WebSocket clients.",
-                )
-                .expect("valid metric opts"),
+                "channelgate_ws_frames_sent_total",
+                "Frames sent to WebSocket clients.",
             ),
-            bytes_out: register(
+            bytes_out: counter(
                 reg,
-                IntCounter::new(
-                    "channelgate_ws_sent_bytes_total",
-                    "Payload bytes sent to WebSocket clients.",
-                )
-                .expect("valid metric opts"),
+                "channelgate_ws_sent_bytes_total",
+                "Payload bytes sent to WebSocket clients.",
             ),
             inbound: counter_vec(
                 reg,
@@ -262,19 +267,14 @@ impl Metrics {
                 "WebSocket connections closed, by close code.",
                 &["code"],
             ),
-            auth_seconds: register(
+            auth_seconds: histogram_vec(
                 reg,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "channelgate_ws_auth_duration_seconds",
-                        "Time the app took to answer WebSocket auth.",
-                    )
-                    .buckets(vec![
-                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    ]),
-                    &["outcome"],
-                )
-                .expect("valid metric opts"),
+                "channelgate_ws_auth_duration_seconds",
+                "Time the app took to answer WebSocket auth.",
+                vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ],
+                &["outcome"],
             ),
             published: counter_vec(
                 reg,
@@ -294,13 +294,10 @@ impl Metrics {
                 "channelgate_hub_memberships",
                 "Group memberships of local connections.",
             ),
-            delivered: register(
+            delivered: counter(
                 reg,
-                IntCounter::new(
-                    "channelgate_hub_delivered_total",
-                    "Messages queued to local WebSocket connections.",
-                )
-                .expect("valid metric opts"),
+                "channelgate_hub_delivered_total",
+                "Messages queued to local WebSocket connections.",
             ),
             drops: counter_vec(
                 reg,
@@ -315,21 +312,15 @@ impl Metrics {
                 "channelgate_broker_up",
                 "1 while the group broker is connected.",
             ),
-            reconnects: register(
+            reconnects: counter(
                 reg,
-                IntCounter::new(
-                    "channelgate_broker_reconnects_total",
-                    "Reconnections to the broker.",
-                )
-                .expect("valid metric opts"),
+                "channelgate_broker_reconnects_total",
+                "Reconnections to the broker.",
             ),
-            consumed: register(
+            consumed: counter(
                 reg,
-                IntCounter::new(
-                    "channelgate_broker_consumed_total",
-                    "Messages consumed from the broker queue.",
-                )
-                .expect("valid metric opts"),
+                "channelgate_broker_consumed_total",
+                "Messages consumed from the broker queue.",
             ),
             published: counter_vec(
                 reg,
