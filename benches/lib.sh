@@ -4,6 +4,7 @@
 
 die() { echo "$BENCH/run.sh: $*" >&2; exit 1; }
 log() { printf '[%s %s] %s\n' "$BENCH" "$(date +%H:%M:%S)" "$*" >&2; }
+num() { [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a whole number (got '$2')"; }   # OPTION VALUE
 
 PIDS=()   # processes the script started; stopped last-started first on exit
 

@@ -80,26 +80,10 @@ def check_auth(url, cookie):
 
 # -------------------------------------------------------------------- metrics ---
 
-SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
-
-
 def metrics(admin):
     """channelgate_* samples, family -> {labels: value}, histogram buckets included."""
     _loopback(admin)
-    with urllib.request.urlopen(admin.rstrip("/") + "/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        m = SAMPLE_RE.match(line)
-        if not m or not m.group(1).startswith("channelgate_"):
-            continue
-        try:
-            out.setdefault(m.group(1), {})[m.group(2) or ""] = float(m.group(3))
-        except ValueError:
-            pass
-    return out
+    return benchlib.metrics(admin, buckets=True)
 
 
 def _delta_family(before, after, fam):
@@ -196,10 +180,6 @@ def wrk(path):
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     out["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
     return out
-
-
-def kv(argv):
-    return dict(a.split("=", 1) for a in argv)
 
 
 def _cpu(before, after):
@@ -432,11 +412,11 @@ def main(argv):
     elif cmd == "settle":
         settle(float(argv[2]), [int(p) for p in argv[3:] if p])
     elif cmd == "check":
-        return check(kv(argv[2:]))
+        return check(benchlib.kv(argv[2:]))
     elif cmd == "round":
-        round_record(kv(argv[2:]))
+        round_record(benchlib.kv(argv[2:]))
     elif cmd == "record":
-        record(kv(argv[2:]))
+        record(benchlib.kv(argv[2:]))
     elif cmd == "table":
         table(argv[2], argv[3])
     else:

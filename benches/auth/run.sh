@@ -68,7 +68,6 @@ while [ $# -gt 0 ]; do
         *) usage >&2; die "unknown argument: $1" ;;
     esac
 done
-num() { [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a whole number (got '$2')"; }
 num --n "$N"; [ "$N" -ge 1 ] && [ "$N" -le 100000 ] || die "--n must be 1..100000"
 num --concurrency "$CONCURRENCY"; [ "$CONCURRENCY" -ge 1 ] && [ "$CONCURRENCY" -le 10000 ] || die "--concurrency must be 1..10000"
 num --rounds "$ROUNDS"; [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] || die "--rounds must be 1..20"

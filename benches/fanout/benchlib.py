@@ -126,8 +126,9 @@ def versions(repo, binary, venv_python):
 METRIC_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
 
-def metrics(admin):
-    """channelgate_* samples: family -> {labels or "": value}."""
+def metrics(admin, buckets=False):
+    """channelgate_* samples: family -> {labels or "": value}; histogram buckets only
+    when asked for."""
     with urllib.request.urlopen(admin.rstrip("/") + "/metrics", timeout=5) as r:
         text = r.read().decode()
     out = {}
@@ -138,7 +139,7 @@ def metrics(admin):
         if not m or not m.group(1).startswith("channelgate_"):
             continue
         name, labels, value = m.group(1), m.group(2) or "", m.group(3)
-        if name.endswith("_bucket"):
+        if name.endswith("_bucket") and not buckets:
             continue
         try:
             out.setdefault(name, {})[labels] = float(value)
@@ -532,15 +533,21 @@ def fmt(v, nd=1):
     return str(v)
 
 
-def fanout_table(results, run_id):
+def run_records(results, bench, run_id):
+    """The records of one run of `bench` in the JSON-lines file `results`."""
     recs = []
     for line in open(results):
         try:
             rec = json.loads(line)
         except ValueError:
             continue
-        if rec.get("run_id") == run_id and rec.get("bench") == "fanout":
+        if rec.get("run_id") == run_id and rec.get("bench") == bench:
             recs.append(rec)
+    return recs
+
+
+def fanout_table(results, run_id):
+    recs = run_records(results, "fanout", run_id)
     if not recs:
         print("no results for run", run_id)
         return
@@ -632,14 +639,7 @@ def idle_record(a):
 
 
 def idle_table(results, run_id):
-    recs = []
-    for line in open(results):
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("run_id") == run_id and rec.get("bench") == "idle":
-            recs.append(rec)
+    recs = run_records(results, "idle", run_id)
     print(f"{'N':>7} {'target':<19} {'connected':>9} {'open@end':>8} {'RSS before':>11} {'RSS after':>11} "
           f"{'delta KiB':>10} {'bytes/conn':>10} {'connect p99 ms':>14} {'RSS after close':>15}")
     by = {}

@@ -67,7 +67,6 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-num() { [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a whole number (got '$2')"; }
 for n in "${N_LIST[@]}"; do num --n "$n"; [ "$n" -ge 1 ] && [ "$n" -le 100000 ] || die "--n must be 1..100000"; done
 num --messages "$MESSAGES"; [ "$MESSAGES" -ge 1 ] && [ "$MESSAGES" -le 1000000 ] || die "--messages must be 1..1000000"
 num --size "$SIZE"; [ "$SIZE" -ge 32 ] && [ "$SIZE" -le 65536 ] || die "--size must be 32..65536"

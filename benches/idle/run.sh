@@ -58,7 +58,6 @@ while [ $# -gt 0 ]; do
         *) usage >&2; die "unknown argument: $1" ;;
     esac
 done
-num() { [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a whole number (got '$2')"; }
 for n in "${N_LIST[@]}"; do num --n "$n"; [ "$n" -ge 1 ] && [ "$n" -le 200000 ] || die "--n must be 1..200000"; done
 num --groups "$GROUPS_N"; [ "$GROUPS_N" -ge 1 ] && [ "$GROUPS_N" -le 10000 ] || die "--groups must be 1..10000"
 num --settle "$SETTLE"; [ "$SETTLE" -le 120 ] || die "--settle must be at most 120"
