@@ -171,6 +171,8 @@ impl Membership {
 /// one: a tokio timer sits in every connection's task, and one is a third of three.
 #[derive(Debug)]
 struct Timers {
+    /// When the client was last heard from (any frame).
+    last_heard: TokioInstant,
     ping_every: Option<Duration>,
     next_ping: Option<TokioInstant>,
     idle: Option<Duration>,
@@ -183,6 +185,8 @@ struct Timers {
 enum Due {
     Lifetime,
     Idle,
+    /// Two ping intervals passed without a frame from the client.
+    Silent,
     Ping,
     Nothing,
 }
@@ -190,6 +194,7 @@ enum Due {
 impl Timers {
     fn new(route: &RouteConfig, now: TokioInstant) -> Timers {
         Timers {
+            last_heard: now,
             ping_every: route.ping_interval,
             next_ping: route.ping_interval.map(|d| now + d),
             idle: route.idle_timeout,
@@ -212,18 +217,21 @@ impl Timers {
             .unwrap_or(now + Duration::from_secs(3600 * 24 * 365))
     }
 
-    /// What is due at `now`; a due ping is scheduled again `ping_every` from now.
+    /// What is due at `now`; a due ping is scheduled again `ping_every` from now, unless
+    /// the client has been silent for two intervals.
     fn due(&mut self, now: TokioInstant) -> Due {
         if self.lifetime_at.is_some_and(|t| t <= now) {
             Due::Lifetime
         } else if self.idle_at.is_some_and(|t| t <= now) {
             Due::Idle
         } else if let (Some(t), Some(every)) = (self.next_ping, self.ping_every) {
-            if t <= now {
+            if t > now {
+                Due::Nothing
+            } else if now.duration_since(self.last_heard) > every * 2 {
+                Due::Silent
+            } else {
                 self.next_ping = Some(now + every);
                 Due::Ping
-            } else {
-                Due::Nothing
             }
         } else {
             Due::Nothing
@@ -233,6 +241,7 @@ impl Timers {
     /// The client was heard from: the idle deadline moves. It only ever moves later, so
     /// the timer needs no reset: an early wake-up finds nothing due and sleeps again.
     fn heard(&mut self, now: TokioInstant) {
+        self.last_heard = now;
         if let Some(d) = self.idle {
             self.idle_at = Some(now + d);
         }
@@ -259,7 +268,6 @@ pub(super) fn run(
         let mut shutdown = ep.shutdown.clone();
         let mut timers = Timers::new(&route, TokioInstant::now());
         let armed = timers.armed();
-        let mut last_heard = TokioInstant::now();
         let timer = sleep_until(timers.next(TokioInstant::now()));
         tokio::pin!(timer);
         let mut subs = Subscriptions::default();
@@ -284,11 +292,8 @@ pub(super) fn run(
                         match timers.due(now) {
                             Due::Lifetime => break Ending::server(1001, "connection lifetime reached"),
                             Due::Idle => break Ending::server(1001, "idle timeout"),
+                            Due::Silent => break Ending { code: 1006, by: "server", reason: "no answer to pings".into() },
                             Due::Ping => {
-                                let every = route.ping_interval.unwrap_or_default();
-                                if now.duration_since(last_heard) > every * 2 {
-                                    break Ending { code: 1006, by: "server", reason: "no answer to pings".into() };
-                                }
                                 if let Err(e) = send(&ep, &mut ws, Message::Ping(Default::default()), route.send_timeout).await {
                                     break Ending { code: 1006, by: "server", reason: e.into() };
                                 }
@@ -311,8 +316,7 @@ pub(super) fn run(
                         Recv::Item(Outbound::Close(code, reason)) => break Ending::server(code, &reason),
                     },
                     frame = ws.next() => {
-                        last_heard = TokioInstant::now();
-                        timers.heard(last_heard);
+                        timers.heard(TokioInstant::now());
                         match frame {
                             None => break Ending { code: 1006, by: "client", reason: "connection dropped".into() },
                             Some(Err(e)) => break read_error(&e),
@@ -422,6 +426,18 @@ mod tests {
         assert_eq!(t.next(t0), t0 + 6 * s);
         // Heard at 3 s: idle at 8 s, but the lifetime (7 s) comes first and wins.
         assert_eq!(t.due(t0 + 7 * s), Due::Lifetime);
+    }
+
+    #[test]
+    fn timers_give_up_on_a_silent_client() {
+        let t0 = TokioInstant::now();
+        let s = Duration::from_secs(1);
+        let mut t = Timers::new(&route("ping_interval = \"1s\""), t0);
+        assert_eq!(t.due(t0 + s), Due::Ping);
+        assert_eq!(t.due(t0 + 2 * s), Due::Ping, "two intervals: not yet");
+        assert_eq!(t.due(t0 + 3 * s), Due::Silent);
+        t.heard(t0 + 3 * s);
+        assert_eq!(t.due(t0 + 3 * s), Due::Ping, "heard again: pings go on");
     }
 
     #[test]
