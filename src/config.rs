@@ -55,6 +55,10 @@ pub struct ServerConfig {
     pub read_buffer: usize,
     /// The largest request line / header line and request head accepted.
     pub header_limits: crate::proxy::headers::HeaderLimits,
+    /// Client timeouts and connection limits.
+    pub limits: crate::proxy::limits::ClientLimits,
+    /// `temp_dir` and `max_body_size`.
+    pub body: crate::proxy::buffer::BodyLimits,
 }
 
 /// `[log]`.
@@ -97,6 +101,15 @@ pub(crate) struct RawServer {
     read_buffer: Option<String>,
     max_header_line: Option<String>,
     max_header_size: Option<String>,
+    header_timeout: Option<String>,
+    keepalive_timeout: Option<String>,
+    keepalive_requests: Option<u32>,
+    body_timeout: Option<String>,
+    send_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    temp_dir: Option<String>,
+    max_body_size: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -282,7 +295,25 @@ impl RawServer {
                 format!("must be at least max_header_line ({line} bytes)"),
             );
         }
+        let limits = crate::proxy::limits::RawClientLimits {
+            header_timeout: self.header_timeout,
+            keepalive_timeout: self.keepalive_timeout,
+            keepalive_requests: self.keepalive_requests,
+            body_timeout: self.body_timeout,
+            send_timeout: self.send_timeout,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+        }
+        .validate(path, errs);
+        let body = crate::proxy::buffer::BodyLimits::validate(
+            self.temp_dir,
+            self.max_body_size,
+            path,
+            errs,
+        );
         ServerConfig {
+            limits,
+            body,
             read_buffer,
             header_limits: crate::proxy::headers::HeaderLimits { line, total },
             forwarding: crate::proxy::headers::Forwarding { trusted },

@@ -21,6 +21,27 @@ pub struct Metrics {
     pub ws: WsMetrics,
     pub hub: HubMetrics,
     pub broker: BrokerMetrics,
+    pub edge: EdgeMetrics,
+}
+
+/// Client connections, timeouts and buffering ([`crate::proxy::limits`],
+/// [`crate::proxy::buffer`]).
+#[derive(Clone)]
+pub struct EdgeMetrics {
+    /// Connections refused at accept, by reason (max_connections, max_connections_per_ip).
+    pub connections_refused: IntCounterVec,
+    /// Client connections open now (admitted, WebSockets included).
+    pub connections_open: IntGauge,
+    /// Clients cut by a timeout, by kind (header, body, keepalive, send).
+    pub timeouts: IntCounterVec,
+    /// Bodies buffered, by direction (request, response) and where (memory, file).
+    pub buffered: IntCounterVec,
+    /// Temp files holding bodies now.
+    pub buffer_files: IntGauge,
+    /// Temp files that could not be written.
+    pub temp_file_errors: IntCounter,
+    /// Clients that closed while their body was being buffered.
+    pub aborted_uploads: IntCounter,
 }
 
 /// The group broker (RabbitMQ).
@@ -341,8 +362,49 @@ impl Metrics {
                 &["op", "outcome"],
             ),
         };
+        let edge = EdgeMetrics {
+            connections_refused: counter_vec(
+                reg,
+                "channelgate_connections_refused_total",
+                "Client connections refused at accept, by reason.",
+                &["reason"],
+            ),
+            connections_open: gauge(
+                reg,
+                "channelgate_client_connections",
+                "Client connections open now (admitted, WebSockets included).",
+            ),
+            timeouts: counter_vec(
+                reg,
+                "channelgate_client_timeouts_total",
+                "Client connections cut by a timeout, by kind (header, body, keepalive, send).",
+                &["kind"],
+            ),
+            buffered: counter_vec(
+                reg,
+                "channelgate_buffered_total",
+                "Bodies buffered, by direction (request, response) and where (memory, file).",
+                &["direction", "to"],
+            ),
+            buffer_files: gauge(
+                reg,
+                "channelgate_buffer_temp_files",
+                "Temp files holding request or response bodies now.",
+            ),
+            temp_file_errors: counter(
+                reg,
+                "channelgate_buffer_temp_file_errors_total",
+                "Temp files that could not be created or written.",
+            ),
+            aborted_uploads: counter(
+                reg,
+                "channelgate_aborted_uploads_total",
+                "Clients that closed while their request body was being buffered.",
+            ),
+        };
         Metrics {
             registry,
+            edge,
             http,
             upstream,
             ws,

@@ -4,8 +4,10 @@
 //! is proxied to the upstream pool.
 
 mod access;
+pub mod buffer;
 pub mod errors;
 pub mod headers;
+pub mod limits;
 pub mod takeover;
 mod tunnel;
 // The crate's only unsafe code: one `BorrowedFd`, reasoned about in the module.
@@ -213,11 +215,12 @@ impl ProxyHttp for Proxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         upstream_response.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
+        buffer::response_filter(session, upstream_response);
         Ok(())
     }
 

@@ -19,6 +19,9 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::protocols::bridge::Bridge;
+use crate::proxy::buffer::stream::SpoolSettings;
+use crate::proxy::limits::edge::{Edge, EdgeLogs};
+use crate::proxy::limits::Admission;
 use crate::proxy::Proxy;
 use crate::publish::PublishApi;
 use crate::shutdown::{Drain, DrainService, Signals};
@@ -62,6 +65,29 @@ fn add_address<A>(service: &mut Service<A>, addr: &Address, read_buffer: usize) 
         Address::Unix(p) => ListenerConfig::uds(p.display().to_string()),
     };
     service.add_listener(config.l4_buffer(L4BufferSettings::default().read(read_buffer)));
+}
+
+/// The client listeners' application: connection limits, client timeouts and request
+/// buffering in front of the proxy (see [`crate::proxy::limits::edge`]).
+fn edge(config: &Config, proxy: pingora::proxy::HttpProxy<Proxy>, metrics: &Arc<Metrics>) -> Edge {
+    let s = &config.server;
+    Edge {
+        proxy: Arc::new(proxy),
+        limits: s.limits.clone(),
+        request: config.upstream.request_buffering,
+        body: s.body.clone(),
+        // The head limit plus room for line ends and a little slack.
+        max_head: s.header_limits.total + (8 << 10),
+        spool: Arc::new(SpoolSettings {
+            response: config.upstream.response_buffering,
+            temp_dir: s.body.temp_dir.clone(),
+            send_timeout: s.limits.send_timeout,
+            metrics: metrics.edge.clone(),
+        }),
+        admission: Admission::new(&s.limits, metrics.edge.clone()),
+        metrics: metrics.clone(),
+        logs: EdgeLogs::default(),
+    }
 }
 
 /// Builds the server; `run` then blocks until shutdown.
@@ -128,10 +154,13 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         forwarding: config.server.forwarding.clone(),
         header_limits: config.server.header_limits,
     };
-    let mut proxy_service = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        proxy,
-        "channelgate proxy",
+    let mut proxy_service = Service::new(
+        "channelgate proxy".to_string(),
+        edge(
+            config,
+            pingora::proxy::http_proxy(&server.configuration, proxy),
+            &metrics,
+        ),
     );
     for addr in &config.server.listen {
         add_address(&mut proxy_service, addr, config.server.read_buffer);

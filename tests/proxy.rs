@@ -139,10 +139,15 @@ fn streams_one_gibibyte_each_way_without_buffering() {
     const SIZE: u64 = 1 << 30;
     let dir = tempdir();
     let app = Gunicorn::start(dir.path(), "big", Bind::Tcp(free_port()));
+    // Buffering off and no body limit: both directions stream (tests/buffering.rs covers
+    // the buffered defaults).
     let cg = Channelgate::start(
         dir.path(),
-        "",
-        &upstream_block(&[&app.bind], "read_timeout = \"120s\""),
+        "max_body_size = \"0\"",
+        &upstream_block(
+            &[&app.bind],
+            "read_timeout = \"120s\"\nrequest_buffering = false\nresponse_buffering = false",
+        ),
     );
     let c = client();
 

@@ -34,6 +34,48 @@ pub fn render(c: &Config) -> String {
         "requests:    header lines up to {} bytes, request heads up to {} bytes (414/431 beyond)",
         c.server.header_limits.line, c.server.header_limits.total
     ));
+    let l = &c.server.limits;
+    line(format!(
+        "clients:     head within {}, body reads {} apart (408 beyond), writes {} apart; keep-alive {} for up to {} requests",
+        show_duration(l.header_timeout),
+        show_duration(l.body_timeout),
+        show_duration(l.send_timeout),
+        if l.keepalive_timeout.is_zero() { "off".to_string() } else { show_duration(l.keepalive_timeout).to_string() },
+        l.keepalive_requests
+    ));
+    line(format!(
+        "connections: at most {} open, {} per IP address (503 and close beyond)",
+        l.max_connections,
+        l.max_connections_per_ip
+            .map_or_else(|| "unlimited".to_string(), |n| n.to_string())
+    ));
+    let (rq, rs, b) = (
+        &c.upstream.request_buffering,
+        &c.upstream.response_buffering,
+        &c.server.body,
+    );
+    line(format!(
+        "bodies:      up to {} (413 beyond); temp files in {}",
+        if b.max_body_size == 0 {
+            "unlimited".to_string()
+        } else {
+            format!("{} bytes", b.max_body_size)
+        },
+        b.temp_dir.display()
+    ));
+    line(format!(
+        "buffering:   requests {}; responses {}",
+        if rq.enabled {
+            format!("on ({} bytes in memory, then a temp file)", rq.memory)
+        } else {
+            "off (streamed)".into()
+        },
+        if rs.enabled {
+            format!("on ({} bytes in memory, then a temp file up to {} bytes; SSE and X-Accel-Buffering: no stream)", rs.memory, rs.max)
+        } else {
+            "off (streamed)".into()
+        },
+    ));
     let u = &c.upstream;
     line(format!(
         "upstream:    {} server(s), round robin over healthy servers",

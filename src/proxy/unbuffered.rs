@@ -10,6 +10,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
 
+use crate::proxy::buffer::stream::ClientStream;
+
 /// The same connection on a new descriptor, without what Pingora keeps per connection:
 /// its 1460-byte write buffer, socket digest and timing fields. An idle WebSocket is
 /// mostly this bookkeeping, so it is dropped once the connection is ours.
@@ -18,6 +20,18 @@ use pingora::protocols::Stream;
 /// the default): bytes waiting in such a buffer would stay behind with the old stream.
 /// Anything but a plain TCP or Unix socket (or a failed `dup`) comes back unchanged.
 pub fn unbuffered(stream: Stream) -> Stream {
+    // A connection behind channelgate's spooling layer keeps the layer (and with it its
+    // connection permit, so the WebSocket still counts against the limits); the socket
+    // under it is the one moved to a fresh descriptor.
+    if stream.as_any().is::<ClientStream>() {
+        match stream.into_any().downcast::<ClientStream>() {
+            Ok(mut client) => {
+                client.map_inner(unbuffered);
+                return client;
+            }
+            Err(_) => unreachable!("`is::<ClientStream>` was just checked"),
+        }
+    }
     let Some(l4) = stream.as_any().downcast_ref::<L4Stream>() else {
         return stream;
     };

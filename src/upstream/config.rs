@@ -25,6 +25,10 @@ pub struct UpstreamConfig {
     /// Extra attempts on another server after a connect failure, for idempotent requests. Default 1.
     pub retries: usize,
     pub health_check: HealthCheckConfig,
+    /// `request_buffering`, `request_buffer_memory`.
+    pub request_buffering: crate::proxy::buffer::RequestBuffering,
+    /// `response_buffering`, `response_buffer_memory`, `response_buffer_max`.
+    pub response_buffering: crate::proxy::buffer::ResponseBuffering,
 }
 
 /// Active health checks, run in the background against every server.
@@ -60,6 +64,11 @@ pub(crate) struct RawUpstream {
     keepalive_timeout: Option<String>,
     retries: Option<usize>,
     health_check: Option<RawHealthCheck>,
+    request_buffering: Option<bool>,
+    request_buffer_memory: Option<String>,
+    response_buffering: Option<bool>,
+    response_buffer_memory: Option<String>,
+    response_buffer_max: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -106,7 +115,17 @@ impl RawUpstream {
                 errs,
             )
         };
+        let (request_buffering, response_buffering) = crate::proxy::buffer::RawBuffering {
+            request_buffering: self.request_buffering,
+            request_buffer_memory: self.request_buffer_memory,
+            response_buffering: self.response_buffering,
+            response_buffer_memory: self.response_buffer_memory,
+            response_buffer_max: self.response_buffer_max,
+        }
+        .validate(path, errs);
         UpstreamConfig {
+            request_buffering,
+            response_buffering,
             servers,
             connect_timeout: dur(self.connect_timeout, "connect_timeout", 2, errs),
             read_timeout: dur(self.read_timeout, "read_timeout", 60, errs),

@@ -205,6 +205,32 @@ impl Gunicorn {
 
     /// With extra environment, e.g. CHANNELGATE_ADMIN for the views that publish.
     pub fn start_with_env(dir: &Path, name: &str, bind: Bind, env: &[(&str, String)]) -> Gunicorn {
+        let workers = [
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "8",
+            "--workers",
+            "1",
+        ];
+        Self::start_with_workers(dir, name, bind, env, &workers)
+    }
+
+    /// With `--workers n --worker-class sync`: one request at a time per worker, the
+    /// setup gunicorn's documentation says needs a buffering proxy in front.
+    pub fn start_sync(dir: &Path, name: &str, bind: Bind, workers: usize) -> Gunicorn {
+        let n = workers.to_string();
+        let args = ["--worker-class", "sync", "--workers", n.as_str()];
+        Self::start_with_workers(dir, name, bind, &[], &args)
+    }
+
+    fn start_with_workers(
+        dir: &Path,
+        name: &str,
+        bind: Bind,
+        env: &[(&str, String)],
+        workers: &[&str],
+    ) -> Gunicorn {
         let db = dir.join("testapp.sqlite3");
         let app_dir = repo().join("tests/django_app");
         if !db.exists() {
@@ -228,16 +254,8 @@ impl Gunicorn {
         let mut cmd = Command::new(venv_bin("gunicorn"));
         cmd.args(["--chdir"])
             .arg(&app_dir)
-            .args([
-                "--bind",
-                &bind_arg,
-                "--worker-class",
-                "gthread",
-                "--threads",
-                "8",
-                "--workers",
-                "1",
-            ])
+            .args(["--bind", &bind_arg])
+            .args(workers)
             .args([
                 "--graceful-timeout",
                 "1",

@@ -10,6 +10,7 @@ urlpatterns = [
     re_path(r"^upload(?:/.*)?$", views.upload),  # curl -T f URL/ appends the file name
     re_path(r"^download/?$", views.download),
     re_path(r"^slow/?$", views.slow),
+    re_path(r"^events/?$", views.events),
     re_path(r"^status/(?P<code>[0-9]+)/?$", views.status),
     re_path(r"^whoami/?$", views.whoami),
     re_path(r"^accounts/login/?$", views.login_view),

@@ -162,6 +162,31 @@ def slow(request):
     return JsonResponse({"slept": seconds, "name": _name()})
 
 
+def events(request):
+    """Server-sent events: one event, then (after the file named by ?release= exists,
+    for at most 30 s) a second one and the end. ?mode=sse sends text/event-stream;
+    ?mode=accel sends text/plain with X-Accel-Buffering: no. A test reads the first
+    event before it creates the file: a proxy that held the response would never
+    deliver it."""
+    release = request.GET.get("release", "")
+    mode = request.GET.get("mode", "sse")
+
+    def gen():
+        yield b"data: first\n\n"
+        deadline = time.monotonic() + 30
+        while release and not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield b"data: second\n\n"
+
+    if mode == "accel":
+        resp = StreamingHttpResponse(gen(), content_type="text/plain")
+        resp["X-Accel-Buffering"] = "no"
+    else:
+        resp = StreamingHttpResponse(gen(), content_type="text/event-stream")
+    resp["Cache-Control"] = "no-cache"
+    return resp
+
+
 @csrf_exempt
 def status(request, code):
     code = int(code)
