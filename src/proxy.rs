@@ -171,12 +171,14 @@ impl ProxyHttp for Proxy {
         }
         let path = session.req_header().uri.path().to_string();
         if let Some((route, params)) = self.ws.find(&path) {
+            buffer::unbuffered_from_now(session);
             self.ws
                 .serve(session, &ctx.request_id, route, params)
                 .await?;
             return Ok(true);
         }
         if session.is_upgrade_req() && tunnel::is_websocket(session.req_header()) {
+            buffer::unbuffered_from_now(session);
             tunnel::pass_through(self, session, ctx).await?;
             return Ok(true);
         }

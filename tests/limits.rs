@@ -169,3 +169,31 @@ fn connection_limits_refuse_and_count() {
         2.0
     );
 }
+
+#[test]
+fn the_total_connection_limit_refuses_and_counts() {
+    let dir = tempdir();
+    let cg = Channelgate::start(
+        dir.path(),
+        "max_connections = 3",
+        &format!("[upstream]\nservers = [\"127.0.0.1:{}\"]\n", free_port()),
+    );
+    let held: Vec<TcpStream> = (0..3).map(|_| connect(&cg)).collect();
+    wait_for(
+        "three connections admitted",
+        Duration::from_secs(10),
+        || cg.metric("channelgate_client_connections") == 3.0,
+    );
+    let mut s = connect(&cg);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let answer = read_until_closed(&mut s);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert_eq!(
+        cg.metric("channelgate_connections_refused_total{reason=\"max_connections\"}"),
+        1.0
+    );
+    drop(held);
+    wait_for("places freed", Duration::from_secs(10), || {
+        cg.metric("channelgate_client_connections") == 0.0
+    });
+}

@@ -344,9 +344,16 @@ pub fn response_filter(session: &Session, resp: &mut ResponseHeader) {
     // Like nginx: the header is an instruction to the proxy, not for the client.
     resp.remove_header("x-accel-buffering");
     if unbuffered {
-        if let Some(s) = session.downstream_session.stream().and_then(stream::of) {
-            s.set_streaming();
-        }
+        unbuffered_from_now(session);
+    }
+}
+
+/// What is written to this client from now on is not spooled: for event streams, and for
+/// a connection that is upgraded (a WebSocket's own backpressure decides what to do with
+/// a client that stops reading).
+pub fn unbuffered_from_now(session: &Session) {
+    if let Some(s) = session.downstream_session.stream().and_then(stream::of) {
+        s.set_streaming();
     }
 }
 

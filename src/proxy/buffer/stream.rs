@@ -99,6 +99,7 @@ impl ClientStream {
             Box::new(std::io::Cursor::new(Vec::<u8>::new())),
         );
         self.inner = f(inner);
+        self.set_streaming();
     }
 
     fn may_spool(&self) -> bool {
@@ -188,7 +189,7 @@ impl AsyncRead for ClientStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if !self.replay.is_empty() {
+        if !self.replay.is_empty() && buf.remaining() > 0 {
             let chunk = self.replay.next_chunk(buf.remaining())?;
             buf.put_slice(&chunk);
             return Poll::Ready(Ok(()));
