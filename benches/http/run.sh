@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # HTTP proxy benchmark: wrk against (a) a fixed-response nginx upstream directly,
-# (b) nginx proxy_pass (upstream keepalive) in front of it, (c) channelgate in front of it.
-# The three targets run in rotation for R rounds; the median of the rounds is reported.
+# (b) nginx proxy_pass (upstream keepalive) in front of it, (c) channelgate in front of it
+# (buffering on, the default) and (d) channelgate with request and response buffering off;
+# then nginx and both channelgates again for a 1 MiB response (the "-1m" rows).
+# The targets run in rotation for R rounds; the median of the rounds is reported.
+# The slow-clients scenario (gunicorn sync workers behind nginx vs channelgate) is
+# benches/http/slow.sh.
 #
 #   benches/http/run.sh [--duration 10s] [--connections 64] [--rounds 3]
 #                       [--threads 2] [--warmup 2s] [--quiet-wait 120] [--no-build] [--keep]
@@ -87,7 +91,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]}; install them (apt-get install -y ${missing[*]})"
     log "installing ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive timeout 600 apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
 fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
@@ -113,16 +117,16 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # ------------------------------------------------------------------ ports ---
 # Free loopback ports from the kernel (bound at once so they differ, then released).
-read -r P_UP P_NGX P_CG P_ADMIN < <(python3 - <<'EOF'
+read -r P_UP P_NGX P_CG P_ADMIN P_CGU P_ADMINU < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(4):
+for _ in range(6):
     s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
 print(*(s.getsockname()[1] for s in socks))
 for s in socks: s.close()
 EOF
 )
-[ -n "${P_ADMIN:-}" ] || die "could not get free ports"
+[ -n "${P_ADMINU:-}" ] || die "could not get free ports"
 
 # The upstream's answer: exactly 100 bytes (checked below).
 BODY='channelgate bench: a fixed 100-byte response body, the same bytes for every request to the upstream'
@@ -140,7 +144,8 @@ nginx_common() {   # nginx_common DIR: temp paths inside DIR, no access log
 EOF
 }
 
-mkdir -p "$T/upstream/tmp" "$T/proxy/tmp" "$T/channelgate"
+mkdir -p "$T/upstream/tmp" "$T/proxy/tmp" "$T/channelgate" "$T/channelgate-unbuffered"
+head -c $((1 << 20)) /dev/urandom >"$T/upstream/1m.bin"
 
 cat >"$T/upstream/nginx.conf" <<EOF
 # Fixed-response upstream: one worker, no logging.
@@ -158,6 +163,8 @@ $(nginx_common "$T/upstream")
         listen 127.0.0.1:$P_UP;
         default_type text/plain;
         location / { return 200 "$BODY\n"; }
+        # 1 MiB from a file (page cache): the large-response rows.
+        location = /1m { alias $T/upstream/1m.bin; default_type application/octet-stream; }
     }
 }
 EOF
@@ -171,8 +178,8 @@ worker_rlimit_nofile 65536;
 events { worker_connections 16384; }
 http {
 $(nginx_common "$T/proxy")
-    # channelgate (Pingora) does not close a client connection after N requests;
-    # nginx does by default (1000), so lift it for a like-for-like comparison.
+    # Both close a client connection after 1000 requests by default (nginx
+    # keepalive_requests, channelgate [server] keepalive_requests); lift it in both.
     keepalive_requests 10000000;
     upstream app {
         server 127.0.0.1:$P_UP;
@@ -197,15 +204,18 @@ $(nginx_common "$T/proxy")
 }
 EOF
 
-CG_CONF="$T/channelgate/channelgate.toml"
-cat >"$CG_CONF" <<EOF
-# channelgate in front of the same upstream: 2 threads, no access log, warn level.
+# cg_conf DIR PORT ADMIN_PORT BUFFERING: channelgate in front of the same upstream,
+# 2 threads, no access log, warn level; BUFFERING true (the default) or false.
+cg_conf() {
+    cat <<EOF
 [server]
-listen = ["127.0.0.1:$P_CG"]
+listen = ["127.0.0.1:$2"]
 threads = 2
 grace_period = "2s"
-upgrade_sock = "$T/channelgate/upgrade.sock"
-pid_file = "$T/channelgate/channelgate.pid"
+upgrade_sock = "$1/upgrade.sock"
+pid_file = "$1/channelgate.pid"
+keepalive_requests = 10000000
+temp_dir = "$1"
 
 [upstream]
 servers = ["127.0.0.1:$P_UP"]
@@ -216,9 +226,11 @@ keepalive = 128
 keepalive_timeout = "1s"
 retries = 1
 health_check = { kind = "tcp", interval = "5s", timeout = "2s", rise = 1, fall = 1 }
+request_buffering = $4
+response_buffering = $4
 
 [admin]
-listen = "127.0.0.1:$P_ADMIN"
+listen = "127.0.0.1:$3"
 enabled = true
 
 [log]
@@ -226,6 +238,11 @@ level = "warn"
 access_log = false
 format = "text"
 EOF
+}
+CG_CONF="$T/channelgate/channelgate.toml"
+CGU_CONF="$T/channelgate-unbuffered/channelgate.toml"
+cg_conf "$T/channelgate" "$P_CG" "$P_ADMIN" true >"$CG_CONF"
+cg_conf "$T/channelgate-unbuffered" "$P_CGU" "$P_ADMINU" false >"$CGU_CONF"
 
 # ------------------------------------------------------------------ start ---
 "$NGINX" -p "$T/upstream" -e "$T/upstream/error.log" -t -q -c "$T/upstream/nginx.conf" \
@@ -233,6 +250,7 @@ EOF
 "$NGINX" -p "$T/proxy" -e "$T/proxy/error.log" -t -q -c "$T/proxy/nginx.conf" \
     || die "proxy nginx config rejected"
 "$BIN" check --config "$CG_CONF" >/dev/null || die "channelgate config rejected"
+"$BIN" check --config "$CGU_CONF" >/dev/null || die "channelgate (unbuffered) config rejected"
 
 "$NGINX" -p "$T/upstream" -e "$T/upstream/error.log" -c "$T/upstream/nginx.conf" -g 'daemon off;' \
     </dev/null >"$T/upstream/stdout.log" 2>&1 &
@@ -242,6 +260,8 @@ PIDS+=("$!"); NAME_OF[$!]="upstream nginx"
 PIDS+=("$!"); NAME_OF[$!]="proxy nginx"
 RUST_LOG= "$BIN" run --config "$CG_CONF" </dev/null >"$T/channelgate/channelgate.log" 2>&1 &
 PIDS+=("$!"); NAME_OF[$!]="channelgate"
+RUST_LOG= "$BIN" run --config "$CGU_CONF" </dev/null >"$T/channelgate-unbuffered/channelgate.log" 2>&1 &
+PIDS+=("$!"); NAME_OF[$!]="channelgate (unbuffered)"
 
 alive_all() {
     local p
@@ -267,17 +287,25 @@ wait_ready() {
 URL_DIRECT="http://127.0.0.1:$P_UP/"
 URL_NGINX="http://127.0.0.1:$P_NGX/"
 URL_CG="http://127.0.0.1:$P_CG/"
+URL_CGU="http://127.0.0.1:$P_CGU/"
 wait_ready "upstream nginx" "$URL_DIRECT"
 wait_ready "proxy nginx" "$URL_NGINX"
 wait_ready "channelgate" "$URL_CG"
+wait_ready "channelgate (unbuffered)" "$URL_CGU"
+for u in "${URL_NGINX}1m" "${URL_CG}1m" "${URL_CGU}1m"; do
+    [ "$(curl -s --noproxy '*' --max-time 5 "$u" | wc -c)" -eq $((1 << 20)) ] \
+        || die "$u is not 1 MiB"
+done
 [ "$(curl -s --noproxy '*' --max-time 2 "$URL_DIRECT" | wc -c)" -eq "$BODY_BYTES" ] \
     || die "upstream body is not $BODY_BYTES bytes"
 curl -s --noproxy '*' --max-time 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P_ADMIN/readyz" \
     | grep -qx 200 || die "channelgate /readyz is not 200"
 
 # ------------------------------------------------------------------ rounds ---
-TARGETS=(direct nginx channelgate)
-declare -A URL=([direct]="$URL_DIRECT" [nginx]="$URL_NGINX" [channelgate]="$URL_CG")
+TARGETS=(direct nginx channelgate channelgate-unbuffered nginx-1m channelgate-1m channelgate-unbuffered-1m)
+declare -A URL=([direct]="$URL_DIRECT" [nginx]="$URL_NGINX" [channelgate]="$URL_CG"
+    [channelgate-unbuffered]="$URL_CGU" [nginx-1m]="${URL_NGINX}1m"
+    [channelgate-1m]="${URL_CG}1m" [channelgate-unbuffered-1m]="${URL_CGU}1m")
 WRK=(wrk -t"$THREADS" -c"$CONNECTIONS" --timeout 5s)
 mkdir -p "$T/out"
 
@@ -324,6 +352,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 alive_all
+# What buffering did during the runs (the memory/temp-file behaviour of the 1 MiB rows).
+curl -s --noproxy '*' --max-time 5 "http://127.0.0.1:$P_ADMIN/metrics" \
+    | grep -E '^channelgate_(buffered_total|buffer_temp_files)' >"$T/out/buffered.txt" || true
 
 # ----------------------------------------------------------------- report ---
 cd "$REPO"
@@ -345,7 +376,8 @@ import datetime, json, os, platform, re, statistics, sys
 E = os.environ
 T = E["BENCH_T"]
 rounds = int(E["BENCH_ROUNDS"])
-targets = ["direct", "nginx", "channelgate"]
+targets = ["direct", "nginx", "channelgate", "channelgate-unbuffered",
+           "nginx-1m", "channelgate-1m", "channelgate-unbuffered-1m"]
 UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
 
 def ms(v):
@@ -398,7 +430,8 @@ params = {
     "body_bytes": int(E["BENCH_BODY_BYTES"]),
     "upstream": "nginx return 200, worker_processes 1, access_log off",
     "nginx_proxy": "worker_processes 2, upstream keepalive 64, proxy_http_version 1.1, access_log off",
-    "channelgate": "threads 2, access_log false, level warn, keepalive 128, keepalive_timeout 1s, tcp health check",
+    "channelgate": "threads 2, access_log false, level warn, keepalive 128, keepalive_timeout 1s, tcp health check, keepalive_requests 10000000; -unbuffered: request_buffering and response_buffering false",
+    "large_body_bytes": 1 << 20,
 }
 machine = {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu": cpu_model()}
 versions = {
@@ -438,13 +471,22 @@ print()
 print(f"HTTP benchmark {run_id}: wrk -t{params['threads']} -c{params['connections']} "
       f"-d{params['duration']} --latency, median of {rounds} round(s), "
       f"{params['body_bytes']}-byte body, {machine['nproc']} CPUs, {versions['channelgate']}")
-print(f"{'target':<12} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}   req/s range over rounds")
+print(f"{'target':<26} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}   req/s range over rounds")
 for t in targets:
     m = med[t]
-    print(f"{t:<12} {m['rps']:>10.1f} {m['p50_ms']:>8.3f} {m['p99_ms']:>8.3f} {m['errors']:>7}   {m['range']}")
+    print(f"{t:<26} {m['rps']:>10.1f} {m['p50_ms']:>8.3f} {m['p99_ms']:>8.3f} {m['errors']:>7}   {m['range']}")
 print()
+u, n1, c1, u1 = med["channelgate-unbuffered"], med["nginx-1m"], med["channelgate-1m"], med["channelgate-unbuffered-1m"]
 print(f"channelgate/nginx   rps {ratio(c['rps'], n['rps'])}   p99 {ratio(c['p99_ms'], n['p99_ms'])}")
 print(f"channelgate/direct  rps {ratio(c['rps'], d['rps'])}   p99 {ratio(c['p99_ms'], d['p99_ms'])}")
+print(f"buffered/unbuffered rps {ratio(c['rps'], u['rps'])}   p99 {ratio(c['p99_ms'], u['p99_ms'])}   (goal: rps >= 0.95, p99 <= 1.05)")
+print(f"1 MiB: channelgate/nginx rps {ratio(c1['rps'], n1['rps'])}   p99 {ratio(c1['p99_ms'], n1['p99_ms'])};"
+      f" buffered/unbuffered rps {ratio(c1['rps'], u1['rps'])}   p99 {ratio(c1['p99_ms'], u1['p99_ms'])}")
+try:
+    print("channelgate buffering during the runs: " + "; ".join(
+        l.strip() for l in open(f"{T}/out/buffered.txt") if l.strip()))
+except OSError:
+    pass
 print(f"(rps ratio > 1 and p99 ratio < 1 favour channelgate)")
 print(f"appended {len(lines)} lines to {os.path.relpath(E['BENCH_RESULTS'])}")
 if any(med[t]["busy"] > int(E["BENCH_QUIET_PCT"]) for t in targets):
