@@ -59,7 +59,7 @@ fn slow_heads_and_idle_connections_are_closed() {
     let app = Gunicorn::start(dir.path(), "timeouts", Bind::Tcp(free_port()));
     let cg = Channelgate::start(
         dir.path(),
-        "header_timeout = \"1s\"\nkeepalive_timeout = \"1s\"\nkeepalive_requests = 3",
+        "header_timeout = \"1s\"\nkeepalive_timeout = \"1s\"\nkeepalive_requests = 3\nbody_timeout = \"1s\"",
         &format!("[upstream]\nservers = [\"{}\"]\n", app.bind.config_addr()),
     );
 
@@ -107,6 +107,21 @@ fn slow_heads_and_idle_connections_are_closed() {
     }
     let rest = read_until_closed(r.get_mut());
     assert!(rest.is_empty(), "{rest:?}");
+
+    // A body that stops midway: 408 at body_timeout, and the app never saw the request.
+    let mut s = connect(&cg);
+    s.write_all(b"POST /upload/ HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    let answer = read_until_closed(&mut s);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert_eq!(
+        cg.metric("channelgate_client_timeouts_total{kind=\"body\"}"),
+        1.0
+    );
+    assert_eq!(
+        cg.metric("channelgate_http_requests_total{method=\"POST\",status_class=\"2xx\"}"),
+        0.0
+    );
 
     // A connection that sends nothing at all is closed at header_timeout too.
     let mut s = connect(&cg);

@@ -240,39 +240,46 @@ impl Edge {
                 Some(replay)
             }
             Err(e) => {
-                match &e {
-                    buffer::BodyError::TooLarge(_) => self.too_large(0),
-                    buffer::BodyError::Timeout(_) => {
-                        self.timeout("body");
-                        self.refused_request("body_timeout");
-                        if let Some(missed) = self.logs.body_timeout.ready() {
-                            tracing::info!(timeout = ?self.limits.body_timeout, not_logged = missed,
-                                "request body stalled past body_timeout; 408 and close (logged at most once a minute)");
-                        }
-                    }
-                    buffer::BodyError::BadChunk => self.refused_request("bad_chunked_body"),
-                    buffer::BodyError::TempFile(err) => {
-                        self.em().temp_file_errors.inc();
-                        if let Some(missed) = self.logs.temp_file.ready() {
-                            tracing::error!(error = %err, dir = %self.body.temp_dir.display(), not_logged = missed,
-                                "cannot write a request body to [server] temp_dir; answering 500");
-                        }
-                    }
-                    buffer::BodyError::Closed => self.em().aborted_uploads.inc(),
-                }
-                // The spool (and its temp file) is dropped here.
+                // The spool (and its temp file) goes before the answer.
                 drop(replay);
-                if let Some(status) = e.status() {
-                    let reason = match status {
-                        413 => "Content Too Large",
-                        408 => "Request Timeout",
-                        400 => "Bad Request",
-                        _ => "Internal Server Error",
-                    };
-                    buffer::answer_and_close(stream, status, reason).await;
-                }
+                self.body_failed(stream, e).await;
                 None
             }
+        }
+    }
+
+    /// Counts and logs a body that could not be buffered, and answers when there is
+    /// someone to answer.
+    async fn body_failed(&self, stream: &mut ClientStream, e: buffer::BodyError) {
+        use buffer::BodyError;
+        match &e {
+            BodyError::TooLarge(_) => self.too_large(0),
+            BodyError::Timeout(_) => {
+                self.timeout("body");
+                self.refused_request("body_timeout");
+                if let Some(missed) = self.logs.body_timeout.ready() {
+                    tracing::info!(timeout = ?self.limits.body_timeout, not_logged = missed,
+                        "request body stalled past body_timeout; 408 and close (logged at most once a minute)");
+                }
+            }
+            BodyError::BadChunk => self.refused_request("bad_chunked_body"),
+            BodyError::TempFile(err) => {
+                self.em().temp_file_errors.inc();
+                if let Some(missed) = self.logs.temp_file.ready() {
+                    tracing::error!(error = %err, dir = %self.body.temp_dir.display(), not_logged = missed,
+                        "cannot write a request body to [server] temp_dir; answering 500");
+                }
+            }
+            BodyError::Closed => self.em().aborted_uploads.inc(),
+        }
+        if let Some(status) = e.status() {
+            let reason = match status {
+                413 => "Content Too Large",
+                408 => "Request Timeout",
+                400 => "Bad Request",
+                _ => "Internal Server Error",
+            };
+            buffer::answer_and_close(stream, status, reason).await;
         }
     }
 
