@@ -362,6 +362,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn buffering_keys_validate_with_their_names() {
+        let mut errs = Errors::new("");
+        let (rq, rs) = RawBuffering {
+            request_buffer_memory: Some("8KiB".into()),
+            response_buffer_memory: Some("2MiB".into()),
+            response_buffer_max: Some("1MiB".into()),
+            response_buffering: Some(false),
+            ..RawBuffering::default()
+        }
+        .validate(&KeyPath::root().key("upstream"), &mut errs);
+        assert!(rq.enabled && !rs.enabled);
+        assert_eq!(rq.memory, 8 << 10);
+        let all: Vec<String> = errs
+            .into_errors("t")
+            .errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert!(all[0].contains("upstream.response_buffer_max"), "{all:?}");
+        let mut errs = Errors::new("");
+        let b = BodyLimits::validate(
+            Some("/nonexistent-dir".into()),
+            Some("lots".into()),
+            &KeyPath::root().key("server"),
+            &mut errs,
+        );
+        assert_eq!(b.max_body_size, DEFAULT_MAX_BODY_SIZE);
+        assert_eq!(errs.into_errors("t").errors.len(), 2);
+    }
+
+    #[test]
     fn expect_lines_are_removed() {
         let head = b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nX: y\r\n\r\n";
         assert_eq!(

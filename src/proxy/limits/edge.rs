@@ -153,9 +153,13 @@ impl Edge {
                     ));
                 }
             }
-            let keepalive = self.limits.keepalive_timeout.as_secs();
+            // Pingora counts keep-alive in whole seconds and only decides reuse with it:
+            // the idle wait itself is timed in `head::read`.
+            let keepalive = &self.limits.keepalive_timeout;
             let closing = *shutdown.borrow();
-            session.set_keepalive((keepalive > 0 && !closing).then_some(keepalive));
+            session.set_keepalive(
+                (!keepalive.is_zero() && !closing).then(|| keepalive.as_secs().max(1)),
+            );
             session.set_read_timeout(Some(self.limits.body_timeout));
             let Some(reused) = self.proxy.process_new_http(session, shutdown).await else {
                 return;
