@@ -74,7 +74,7 @@ fn edge(config: &Config, proxy: pingora::proxy::HttpProxy<Proxy>, metrics: &Arc<
     Edge {
         proxy: Arc::new(proxy),
         limits: s.limits.clone(),
-        request: config.upstream.request_buffering,
+        request: config.upstream.request_buffering.clone(),
         body: s.body.clone(),
         // The head limit plus room for line ends and a little slack.
         max_head: s.header_limits.total + (8 << 10),

@@ -219,7 +219,7 @@ fn bodies_over_the_limit_get_413_and_aborted_uploads_leave_no_file() {
             spool_dir.display()
         ),
         &format!(
-            "[upstream]\nservers = [\"{}\"]\nrequest_buffer_memory = \"8KiB\"\n",
+            "[upstream]\nservers = [\"{}\"]\nrequest_buffer_memory = \"8KiB\"\nstream_uploads = [\"/upload/streamed/\"]\n",
             app.bind.config_addr()
         ),
     );
@@ -279,6 +279,20 @@ fn bodies_over_the_limit_get_413_and_aborted_uploads_leave_no_file() {
     wait_for("the abort counted", Duration::from_secs(10), || {
         cg.metric("channelgate_aborted_uploads_total") == 1.0
     });
+    // Under a stream_uploads prefix the body goes to the app as it comes: no temp file.
+    let spilled = cg.metric("channelgate_buffered_total{direction=\"request\",to=\"file\"}");
+    let streamed = body_of(5, 200 << 10);
+    let r = c
+        .post(cg.url("/upload/streamed/x"))
+        .body(streamed.clone())
+        .send()
+        .unwrap();
+    let j: Value = r.json().unwrap();
+    assert_eq!(j["sha256"], sha256_hex(&streamed));
+    assert_eq!(
+        cg.metric("channelgate_buffered_total{direction=\"request\",to=\"file\"}"),
+        spilled
+    );
     // Expect: 100-continue is answered by channelgate, and the body still arrives.
     let mut s = connect(&cg);
     write!(

@@ -66,7 +66,15 @@ pub fn render(c: &Config) -> String {
     line(format!(
         "buffering:   requests {}; responses {}",
         if rq.enabled {
-            format!("on ({} bytes in memory, then a temp file)", rq.memory)
+            let streamed = if rq.stream_uploads.is_empty() {
+                String::new()
+            } else {
+                format!("; streamed under {}", rq.stream_uploads.join(", "))
+            };
+            format!(
+                "on ({} bytes in memory, then a temp file{streamed})",
+                rq.memory
+            )
         } else {
             "off (streamed)".into()
         },

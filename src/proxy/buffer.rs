@@ -29,8 +29,8 @@ use stream::ClientStream;
 use crate::config::{Errors, KeyPath};
 use crate::metrics::EdgeMetrics;
 
-/// `[upstream] request_buffering`, `request_buffer_memory`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `[upstream] request_buffering`, `request_buffer_memory`, `stream_uploads`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestBuffering {
     /// Read the whole body before connecting upstream. Default true (nginx
     /// `proxy_request_buffering on`).
@@ -38,6 +38,10 @@ pub struct RequestBuffering {
     /// Bytes of a body kept in memory; the rest goes to a temp file. Default 64KiB (nginx
     /// `client_body_buffer_size`).
     pub memory: usize,
+    /// Path prefixes whose request bodies stream to the upstream as they arrive (uploads
+    /// the app reads progressively). Default none (nginx `proxy_request_buffering off` in
+    /// those locations).
+    pub stream_uploads: Vec<String>,
 }
 
 /// `[upstream] response_buffering`, `response_buffer_memory`, `response_buffer_max`.
@@ -71,6 +75,7 @@ pub const DEFAULT_MAX_BODY_SIZE: u64 = 100 << 20;
 pub(crate) struct RawBuffering {
     pub request_buffering: Option<bool>,
     pub request_buffer_memory: Option<String>,
+    pub stream_uploads: Option<Vec<String>>,
     pub response_buffering: Option<bool>,
     pub response_buffer_memory: Option<String>,
     pub response_buffer_max: Option<String>,
@@ -121,10 +126,20 @@ impl RawBuffering {
             );
         }
         let cap = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let stream_uploads = self.stream_uploads.unwrap_or_default();
+        for (i, p) in stream_uploads.iter().enumerate() {
+            if !p.starts_with('/') {
+                errs.add(
+                    &path.key("stream_uploads").index(i),
+                    format!("`{p}` must be a path prefix starting with /"),
+                );
+            }
+        }
         (
             RequestBuffering {
                 enabled: self.request_buffering.unwrap_or(true),
                 memory: cap(req_mem),
+                stream_uploads,
             },
             ResponseBuffering {
                 enabled: self.response_buffering.unwrap_or(true),
@@ -195,12 +210,15 @@ impl BodyError {
 /// What to do with the body of a request whose head is complete.
 pub struct BodyPlan {
     pub framing: Framing,
+    /// Read the body before Pingora sees the request (else it streams).
+    pub buffer: bool,
     /// `Expect: 100-continue` was sent (channelgate answers it when it buffers).
     pub expect_continue: bool,
 }
 
-/// How a head's body is framed, or `None` when the request is left to Pingora as is.
-pub fn plan(head: &[u8]) -> Option<BodyPlan> {
+/// How a head's body is framed and whether it is buffered, or `None` when the request is
+/// left to Pingora as is.
+pub fn plan(head: &[u8], cfg: &RequestBuffering) -> Option<BodyPlan> {
     let mut headers = [httparse::EMPTY_HEADER; 128];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
@@ -211,8 +229,15 @@ pub fn plan(head: &[u8]) -> Option<BodyPlan> {
     let expect_continue = req.headers.iter().any(|h| {
         h.name.eq_ignore_ascii_case("expect") && h.value.eq_ignore_ascii_case(b"100-continue")
     });
+    let path = req.path.unwrap_or("/");
+    let buffer = cfg.enabled
+        && !cfg
+            .stream_uploads
+            .iter()
+            .any(|p| path.starts_with(p.as_str()));
     Some(BodyPlan {
         framing,
+        buffer,
         expect_continue,
     })
 }
@@ -404,10 +429,25 @@ mod tests {
 
     #[test]
     fn plans_bodies() {
-        let p =
-            plan(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n").unwrap();
+        let cfg = RequestBuffering {
+            enabled: true,
+            memory: 10,
+            stream_uploads: vec!["/stream/".into()],
+        };
+        let p = plan(
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+            &cfg,
+        )
+        .unwrap();
+        assert!(p.buffer);
+        let s = plan(
+            b"POST /stream/x HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+            &cfg,
+        )
+        .unwrap();
+        assert!(!s.buffer);
         assert_eq!(p.framing, Framing::Length(5));
         assert!(p.expect_continue);
-        assert!(plan(b"garbage\r\n\r\n").is_none());
+        assert!(plan(b"garbage\r\n\r\n", &cfg).is_none());
     }
 }

@@ -66,6 +66,7 @@ pub(crate) struct RawUpstream {
     health_check: Option<RawHealthCheck>,
     request_buffering: Option<bool>,
     request_buffer_memory: Option<String>,
+    stream_uploads: Option<Vec<String>>,
     response_buffering: Option<bool>,
     response_buffer_memory: Option<String>,
     response_buffer_max: Option<String>,
@@ -118,6 +119,7 @@ impl RawUpstream {
         let (request_buffering, response_buffering) = crate::proxy::buffer::RawBuffering {
             request_buffering: self.request_buffering,
             request_buffer_memory: self.request_buffer_memory,
+            stream_uploads: self.stream_uploads,
             response_buffering: self.response_buffering,
             response_buffer_memory: self.response_buffer_memory,
             response_buffer_max: self.response_buffer_max,

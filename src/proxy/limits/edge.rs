@@ -187,7 +187,7 @@ impl Edge {
         carry: &mut BytesMut,
     ) -> Option<Spool> {
         let mut replay = Spool::new();
-        let plan = buffer::plan(&head);
+        let plan = buffer::plan(&head, &self.request);
         let framing = plan.as_ref().map(|p| p.framing);
         let body = match framing {
             Some(buffer::body::Framing::None) | None => {
@@ -207,7 +207,7 @@ impl Edge {
                 return None;
             }
         }
-        if !self.request.enabled {
+        if !plan.as_ref().is_some_and(|p| p.buffer) {
             push_mem(&mut replay, &head);
             push_mem(&mut replay, &rest);
             return Some(replay);
