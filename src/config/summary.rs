@@ -132,7 +132,11 @@ pub fn render(c: &Config) -> String {
         }
         crate::broker::BrokerConfig::Amqp(a) => line(format!(
             "broker:      amqp {} exchange \"{}\" (capacity {}, expiry {}, prefetch {})",
-            crate::broker::amqp::redact(&a.url),
+            a.urls
+                .iter()
+                .map(|u| crate::broker::amqp::redact(u))
+                .collect::<Vec<_>>()
+                .join(", "),
             a.groups_exchange,
             a.capacity,
             show_duration(a.expiry),
