@@ -3,6 +3,8 @@
 //! them to be ready, and stops them when dropped.
 #![allow(dead_code)]
 
+pub mod fleet;
+pub mod rabbit;
 pub mod ws;
 
 use std::io::{Read, Write};
