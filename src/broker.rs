@@ -235,6 +235,49 @@ impl Broker for MemoryBroker {
 mod tests {
     use super::*;
 
+    fn broker(keys: &str) -> Result<BrokerConfig, Vec<String>> {
+        let text = format!(
+            "[upstream]\nservers = [\"127.0.0.1:8050\"]\n[broker]\nkind = \"amqp\"\n{keys}\n"
+        );
+        crate::config::Config::parse(&text, std::path::Path::new("t.toml"))
+            .map(|c| c.broker)
+            .map_err(|e| e.errors.iter().map(|e| e.to_string()).collect())
+    }
+
+    fn urls(c: BrokerConfig) -> Vec<String> {
+        match c {
+            BrokerConfig::Amqp(a) => a.urls,
+            BrokerConfig::Memory => panic!("amqp expected"),
+        }
+    }
+
+    #[test]
+    fn url_is_one_node_or_a_list() {
+        assert_eq!(
+            urls(broker("").unwrap()),
+            vec![DEFAULT_AMQP_URL.to_string()]
+        );
+        assert_eq!(
+            urls(broker("url = \"amqp://a:b@h1/%2f\"").unwrap()),
+            vec!["amqp://a:b@h1/%2f".to_string()]
+        );
+        assert_eq!(
+            urls(broker("url = [\"amqp://h1/%2f\", \"amqp://h2:5673/%2f\"]").unwrap()),
+            vec![
+                "amqp://h1/%2f".to_string(),
+                "amqp://h2:5673/%2f".to_string()
+            ]
+        );
+        let e = broker("url = []").unwrap_err();
+        assert!(e[0].contains("must name 1 to 16 RabbitMQ nodes"), "{e:?}");
+        let e = broker("url = [\"amqp://h1/%2f\", \"http://x:secret@h2/\"]").unwrap_err();
+        assert!(
+            e[0].contains("is not an AMQP URL") && !e[0].contains("secret"),
+            "{e:?}"
+        );
+        assert!(broker("url = 5").is_err());
+    }
+
     #[test]
     fn names_follow_channels_rabbitmq() {
         let i = new_instance_name();
