@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fleet::{amqp_publisher, Fleet, ReadyWatch};
+use common::fleet::{amqp_publisher, confirmed_after, Fleet, ReadyWatch};
 use common::rabbit::{rabbitmq_installed, RabbitNode};
 use common::*;
 
@@ -76,16 +76,7 @@ fn a_node_failure_moves_the_queue_and_delivery_resumes() {
     stop.store(true, Ordering::SeqCst);
     let sent = rt.block_on(publisher).expect("publisher task");
 
-    let required: Vec<u64> = sent
-        .iter()
-        .filter(|s| s.confirmed && s.at > ready_at)
-        .map(|s| s.n)
-        .collect();
-    assert!(
-        required.len() >= 20,
-        "too few messages confirmed after readiness returned ({})",
-        required.len()
-    );
+    let required = confirmed_after(&sent, ready_at, 20);
     let last = *required.last().expect("some");
     for fleet in [&fleet1, &fleet2] {
         fleet.wait_for('a', last, Duration::from_secs(60));

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fleet::{amqp_publisher, http_publisher, Fleet, ReadyWatch};
+use common::fleet::{amqp_publisher, confirmed_after, http_publisher, Fleet, ReadyWatch};
 use common::rabbit::{rabbitmq_installed, RabbitNode};
 use common::*;
 
@@ -84,16 +84,7 @@ fn outage(kind: Outage) {
     let sent = rt.block_on(publisher).expect("publisher task");
     let posted = http.join().expect("http publisher");
 
-    let required: Vec<u64> = sent
-        .iter()
-        .filter(|s| s.confirmed && s.at > ready_at)
-        .map(|s| s.n)
-        .collect();
-    assert!(
-        required.len() >= 50,
-        "too few messages confirmed after readiness returned ({}) to test anything",
-        required.len()
-    );
+    let required = confirmed_after(&sent, ready_at, 50);
     let last = *required.last().expect("some");
     fleet.wait_for('a', last, Duration::from_secs(60));
     fleet.assert_received('a', &required);

@@ -10,18 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn echo_server(dir: &std::path::Path) -> (Proc, u16) {
-    let port = free_port();
-    let mut cmd = std::process::Command::new(venv_bin("python"));
-    cmd.arg(repo().join("tests/peers/ws_echo_server.py"))
-        .args(["--port", &port.to_string()]);
-    let p = Proc::spawn("ws-echo", &mut cmd, dir);
-    wait_for("echo server READY", Duration::from_secs(20), || {
-        p.output().contains("READY")
-    });
-    (p, port)
-}
-
 /// Opens a pass-through tunnel through `cg` and returns the client socket after the 101.
 fn open_tunnel(cg: &Channelgate) -> TcpStream {
     let mut s = TcpStream::connect(cg.addr()).expect("connect");

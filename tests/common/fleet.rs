@@ -100,6 +100,22 @@ impl Fleet {
     }
 }
 
+/// The numbers of the messages RabbitMQ confirmed whose publish started after `after`
+/// (when `/readyz` returned to 200): the ones that must be delivered. At least `min`.
+pub fn confirmed_after(sent: &[Sent], after: Instant, min: usize) -> Vec<u64> {
+    let required: Vec<u64> = sent
+        .iter()
+        .filter(|s| s.confirmed && s.at > after)
+        .map(|s| s.n)
+        .collect();
+    assert!(
+        required.len() >= min,
+        "too few messages confirmed after readiness returned ({}) to test anything",
+        required.len()
+    );
+    required
+}
+
 /// One message of the numbered AMQP publisher.
 #[derive(Clone, Copy, Debug)]
 pub struct Sent {
