@@ -81,12 +81,12 @@ where
             tokio::select! {
                 n = cr.read(&mut cbuf), if c_open => match n {
                     Ok(0) => { c_open = false; uw.shutdown().await.map(|_| ()) }
-                    Ok(n) => { r.up += n as u64; uw.write_all(&cbuf[..n]).await }
+                    Ok(n) => { r.up += n as u64; send(&mut uw, &cbuf[..n]).await }
                     Err(e) => Err(e),
                 },
                 n = ur.read(&mut ubuf), if u_open => match n {
                     Ok(0) => { u_open = false; cw.shutdown().await.map(|_| ()) }
-                    Ok(n) => { r.down += n as u64; cw.write_all(&ubuf[..n]).await }
+                    Ok(n) => { r.down += n as u64; send(&mut cw, &ubuf[..n]).await }
                     Err(e) => Err(e),
                 },
                 changed = cut.changed(), if cut_live => {
@@ -109,6 +109,13 @@ where
         .await;
     }
     r
+}
+
+/// Writes `bytes` and flushes: the client side may be a buffered stream (Pingora's), and
+/// a tunnel must not hold bytes back until more arrive.
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
 }
 
 #[cfg(test)]
