@@ -327,3 +327,82 @@ impl Peek for ClientStream {
 pub fn of(stream: &Stream) -> Option<&ClientStream> {
     stream.as_any().downcast_ref::<ClientStream>()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn settings(dir: &std::path::Path, enabled: bool) -> Arc<SpoolSettings> {
+        Arc::new(SpoolSettings {
+            response: ResponseBuffering {
+                enabled,
+                memory: 16 << 10,
+                max: 1 << 20,
+            },
+            temp_dir: dir.to_path_buf(),
+            send_timeout: Duration::from_secs(30),
+            metrics: crate::metrics::Metrics::new().edge,
+        })
+    }
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// A reader that does not read: the writer still finishes (memory, then a file),
+    /// and the client later gets every byte in order.
+    #[tokio::test]
+    async fn a_slow_reader_does_not_hold_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ours, mut peer) = tokio::io::duplex(4096);
+        let mut s = ClientStream::new(Box::new(ours), None, settings(dir.path(), true));
+        let data = pattern(200 << 10);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            s.write_all(&data).await.unwrap();
+            s.flush().await.unwrap();
+        })
+        .await
+        .expect("the writer was held by the reader");
+        assert!(s.spooled() > 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 200 << 10];
+            peer.read_exact(&mut got).await.unwrap();
+            got
+        });
+        s.drain().await.unwrap();
+        assert_eq!(reader.await.unwrap(), data);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// Streaming (or buffering off): the writer waits for the reader.
+    #[tokio::test]
+    async fn a_streamed_response_waits_for_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ours, _peer) = tokio::io::duplex(4096);
+        let mut s = ClientStream::new(Box::new(ours), None, settings(dir.path(), true));
+        s.set_streaming();
+        let data = pattern(64 << 10);
+        let r = tokio::time::timeout(Duration::from_millis(200), s.write_all(&data)).await;
+        assert!(r.is_err(), "a streamed write completed without a reader");
+        assert_eq!(s.spooled(), 0);
+    }
+
+    /// Replayed bytes come before the socket's.
+    #[tokio::test]
+    async fn replay_comes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ours, mut peer) = tokio::io::duplex(4096);
+        let mut s = ClientStream::new(Box::new(ours), None, settings(dir.path(), false));
+        let mut replay = Spool::new();
+        replay
+            .push(b"head;", usize::MAX, || unreachable!())
+            .unwrap();
+        s.begin_request(replay);
+        peer.write_all(b"socket").await.unwrap();
+        let mut got = vec![0u8; 11];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"head;socket");
+    }
+}
