@@ -15,7 +15,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 RESULTS="$REPO/benches/results/http-slow.jsonl"
-BIN="$REPO/target/release/channelgate"
+BIN="${CHANNELGATE_BIN:-$REPO/target/release/channelgate}"   # CHANNELGATE_BIN: another build, for a dry run
 DURATION=10
 CLIENTS=20
 ROUNDS=2
