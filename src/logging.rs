@@ -1,4 +1,7 @@
 //! Tracing setup: the level comes from `RUST_LOG` when set, else from `[log] level`.
+//! [`limited`] bounds the lines a client can cause ([`client_warn!`](crate::client_warn)).
+
+pub mod limited;
 
 use tracing_subscriber::EnvFilter;
 
