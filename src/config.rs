@@ -94,6 +94,7 @@ pub(crate) struct RawServer {
     upgrade_sock: Option<String>,
     pid_file: Option<String>,
     trusted_proxies: Option<Vec<String>>,
+    strip_headers: Option<Vec<String>>,
     read_buffer: Option<String>,
     max_header_line: Option<String>,
     max_header_size: Option<String>,
@@ -254,6 +255,13 @@ impl RawServer {
                 Err(e) => errs.add(&path.key("trusted_proxies").index(i), e),
             }
         }
+        let mut strip = Vec::new();
+        for (i, raw) in self.strip_headers.unwrap_or_default().iter().enumerate() {
+            match crate::proxy::headers::reserved::configured_name(raw) {
+                Ok(n) => strip.push(n),
+                Err(e) => errs.add(&path.key("strip_headers").index(i), e),
+            }
+        }
         let read_buffer = size_key(
             self.read_buffer.as_deref(),
             0,
@@ -285,7 +293,7 @@ impl RawServer {
         ServerConfig {
             read_buffer,
             header_limits: crate::proxy::headers::HeaderLimits { line, total },
-            forwarding: crate::proxy::headers::Forwarding { trusted },
+            forwarding: crate::proxy::headers::Forwarding::new(trusted, strip),
             listen,
             threads,
             grace_period,

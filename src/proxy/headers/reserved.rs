@@ -1,0 +1,107 @@
+//! Headers no client may send to the app: every `X-Channelgate-*` (channelgate's own
+//! statements about a WebSocket user, which the app may trust), `X-Real-IP` (set from the
+//! client address instead) and whatever `[server] strip_headers` adds.
+
+use http::header::HeaderName;
+use pingora::http::RequestHeader;
+
+/// The prefix of the headers channelgate reserves for what it tells the app.
+pub const RESERVED_PREFIX: &str = "x-channelgate-";
+pub const REAL_IP: &str = "x-real-ip";
+
+/// Headers that `strip_headers` may not name: removing them would break the request
+/// itself (framing, routing, the upgrade) rather than hide something from the app.
+const PROTECTED: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "expect",
+    "content-type",
+    "sec-websocket-key",
+    "sec-websocket-version",
+];
+
+/// What [`strip`] removed, by kind (the `kind` label of
+/// `channelgate_http_stripped_headers_total`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stripped {
+    /// `X-Channelgate-*` headers.
+    pub reserved: usize,
+    /// Headers named in `strip_headers`.
+    pub configured: usize,
+}
+
+/// Removes every reserved and configured header from `req`.
+pub fn strip(req: &mut RequestHeader, configured: &[HeaderName]) -> Stripped {
+    let reserved: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|n| n.as_str().starts_with(RESERVED_PREFIX))
+        .cloned()
+        .collect();
+    let mut out = Stripped::default();
+    for name in reserved {
+        out.reserved += req.headers.get_all(&name).iter().count();
+        req.remove_header(&name);
+    }
+    for name in configured {
+        let n = req.headers.get_all(name).iter().count();
+        if n > 0 {
+            out.configured += n;
+            req.remove_header(name);
+        }
+    }
+    out
+}
+
+/// Validates one `strip_headers` entry: a header name, not one the request needs.
+pub fn configured_name(raw: &str) -> Result<HeaderName, String> {
+    let name = HeaderName::from_bytes(raw.trim().as_bytes())
+        .map_err(|_| format!("`{raw}` is not a header name"))?;
+    if PROTECTED.contains(&name.as_str()) {
+        return Err(format!(
+            "`{raw}` cannot be stripped: the request needs it to reach the app"
+        ));
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_every_reserved_header_in_any_case() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.append_header("X-Channelgate-User", "admin").unwrap();
+        r.append_header("x-channelgate-user", "root").unwrap();
+        r.append_header("X-CHANNELGATE-PARAM-room", "x").unwrap();
+        r.append_header("X-Secret", "s").unwrap();
+        r.append_header("x-channelgatex", "kept: not the prefix")
+            .unwrap();
+        r.append_header("cookie", "a=b").unwrap();
+        let s = strip(&mut r, &[configured_name("X-Secret").unwrap()]);
+        assert_eq!(
+            s,
+            Stripped {
+                reserved: 3,
+                configured: 1
+            }
+        );
+        let mut names: Vec<&str> = r.headers.keys().map(|n| n.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["cookie", "x-channelgatex"]);
+    }
+
+    #[test]
+    fn configured_names_are_checked() {
+        assert!(configured_name("X-Internal-Token").is_ok());
+        assert!(configured_name("bad header").is_err());
+        assert!(configured_name("Host").is_err());
+        assert!(configured_name("content-length").is_err());
+    }
+}
