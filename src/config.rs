@@ -379,6 +379,33 @@ mod tests {
     const MINIMAL: &str = "[upstream]\nservers = [\"127.0.0.1:8050\"]\n";
 
     #[test]
+    fn hook_secret_file_must_be_private_and_strip_headers_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("hook.secret");
+        std::fs::write(&f, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let cfg = |extra: &str| {
+            format!(
+                "[server]\nstrip_headers = [\"X-Internal\"{extra}]\n[upstream]\nservers = [\"127.0.0.1:2\"]\nhook_secret_file = \"{}\"\n",
+                f.display()
+            )
+        };
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = parse(&cfg("")).unwrap_err();
+        assert_eq!(e.errors[0].key, "upstream.hook_secret_file");
+        assert!(e.errors[0].message.contains("chmod 600"), "{e:?}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = parse(&cfg("")).unwrap();
+        assert!(c.upstream.hook_secret.is_some());
+        assert_eq!(c.server.forwarding.strip[0].as_str(), "x-internal");
+        let e = parse(&cfg(", \"Host\"")).unwrap_err();
+        assert_eq!(e.errors[0].key, "server.strip_headers[1]");
+        let e = parse("[upstream]\nservers = [\"127.0.0.1:2\"]\nhook_secret = \"short\"\n")
+            .unwrap_err();
+        assert_eq!(e.errors[0].key, "upstream.hook_secret");
+    }
+
+    #[test]
     fn minimal_config_takes_defaults() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(
