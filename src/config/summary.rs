@@ -171,7 +171,9 @@ fn trust_lines(c: &Config) -> Vec<String> {
     let calling: Vec<String> = c
         .ws
         .iter()
-        .filter(|r| r.auth.is_some() || r.authorize.is_some() || matches!(r.inbound, Inbound::Http { .. }))
+        .filter(|r| {
+            r.auth.is_some() || r.authorize.is_some() || matches!(r.inbound, Inbound::Http { .. })
+        })
         .map(|r| r.path.to_string())
         .collect();
     match (&c.upstream.hook_secret, calling.is_empty()) {

@@ -227,16 +227,26 @@ impl Forwarding {
             .iter()
             .map(|v| v.as_bytes())
             .collect();
+        // `X_Real_IP` would reach a WSGI app as X-Real-IP: never passed on.
+        let smuggled: Vec<http::header::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|n| n.as_str() != reserved::REAL_IP && reserved::is_real_ip(n.as_str()))
+            .cloned()
+            .collect();
         let keep = trusted
             && sent.len() == 1
             && std::str::from_utf8(sent[0])
                 .ok()
                 .and_then(|v| v.trim().parse::<IpAddr>().ok())
                 .is_some();
-        if keep {
-            return false;
+        let replaced = !sent.is_empty() && !keep || !smuggled.is_empty();
+        for n in smuggled {
+            req.remove_header(&n);
         }
-        let replaced = !sent.is_empty();
+        if keep {
+            return replaced;
+        }
         req.remove_header(reserved::REAL_IP);
         if let Some(ip) = client {
             set(req, reserved::REAL_IP, &ip.to_string());
@@ -424,6 +434,10 @@ mod tests {
         f.apply(&mut r, Some("10.0.0.1".parse().unwrap()), "id");
         assert_eq!(r.headers["x-real-ip"], "1.2.3.4");
         assert!(!r.headers.contains_key("x-channelgate-user"));
+        let mut r = req(&[("x_real_ip", "1.1.1.1")]);
+        f.apply(&mut r, Some("192.168.0.9".parse().unwrap()), "id");
+        assert!(!r.headers.contains_key("x_real_ip"));
+        assert_eq!(r.headers["x-real-ip"], "192.168.0.9");
         let mut r = req(&[("x-real-ip", "not an ip")]);
         f.apply(&mut r, Some("10.0.0.1".parse().unwrap()), "id");
         assert_eq!(r.headers["x-real-ip"], "10.0.0.1");

@@ -102,7 +102,8 @@ mod tests {
         r.insert_header("X-Channelgate-User", "alice").unwrap();
         r.insert_header("x-channelgate-channel", "specific.abc!def")
             .unwrap();
-        r.insert_header("x-channelgate-param-room", "lobby").unwrap();
+        r.insert_header("x-channelgate-param-room", "lobby")
+            .unwrap();
         r.insert_header("cookie", "sessionid=x").unwrap();
         r
     }

@@ -35,27 +35,45 @@ pub struct Stripped {
     pub configured: usize,
 }
 
-/// Removes every reserved and configured header from `req`.
+/// The name as a WSGI server sees it: `_` and `-` both become `_` in `HTTP_*` keys, so
+/// `X_Channelgate_User` would reach Django as `X-Channelgate-User`.
+fn wsgi_form(name: &str) -> String {
+    name.replace('_', "-")
+}
+
+/// Removes every reserved and configured header from `req`, whether spelled with `-` or
+/// `_`. The configured names are also removed in their `_` spelling.
 pub fn strip(req: &mut RequestHeader, configured: &[HeaderName]) -> Stripped {
-    let reserved: Vec<HeaderName> = req
+    let mut out = Stripped::default();
+    let doomed: Vec<(HeaderName, bool)> = req
         .headers
         .keys()
-        .filter(|n| n.as_str().starts_with(RESERVED_PREFIX))
-        .cloned()
+        .filter_map(|n| {
+            let w = wsgi_form(n.as_str());
+            if w.starts_with(RESERVED_PREFIX) {
+                Some((n.clone(), true))
+            } else if configured.iter().any(|c| wsgi_form(c.as_str()) == w) {
+                Some((n.clone(), false))
+            } else {
+                None
+            }
+        })
         .collect();
-    let mut out = Stripped::default();
-    for name in reserved {
-        out.reserved += req.headers.get_all(&name).iter().count();
+    for (name, reserved) in doomed {
+        let n = req.headers.get_all(&name).iter().count();
+        if reserved {
+            out.reserved += n;
+        } else {
+            out.configured += n;
+        }
         req.remove_header(&name);
     }
-    for name in configured {
-        let n = req.headers.get_all(name).iter().count();
-        if n > 0 {
-            out.configured += n;
-            req.remove_header(name);
-        }
-    }
     out
+}
+
+/// True for `X-Real-IP` in either spelling.
+pub fn is_real_ip(name: &str) -> bool {
+    wsgi_form(name) == REAL_IP
 }
 
 /// Validates one `strip_headers` entry: a header name, not one the request needs.
@@ -80,6 +98,8 @@ mod tests {
         r.append_header("X-Channelgate-User", "admin").unwrap();
         r.append_header("x-channelgate-user", "root").unwrap();
         r.append_header("X-CHANNELGATE-PARAM-room", "x").unwrap();
+        r.append_header("X_Channelgate_User", "smuggled").unwrap();
+        r.append_header("x_secret", "s").unwrap();
         r.append_header("X-Secret", "s").unwrap();
         r.append_header("x-channelgatex", "kept: not the prefix")
             .unwrap();
@@ -88,8 +108,8 @@ mod tests {
         assert_eq!(
             s,
             Stripped {
-                reserved: 3,
-                configured: 1
+                reserved: 4,
+                configured: 2
             }
         );
         let mut names: Vec<&str> = r.headers.keys().map(|n| n.as_str()).collect();
