@@ -92,6 +92,23 @@ impl HeaderLimits {
     }
 }
 
+/// 400 for a request whose length is ambiguous: `Content-Length` given more than once or
+/// as a list (`5, 5`), which nginx refuses. (Pingora itself refuses differing values and
+/// reconciles equal ones; an intermediary that picks another line than ours would see
+/// another body: request smuggling.)
+pub fn ambiguous_length(req: &RequestHeader) -> Option<TooLarge> {
+    let mut values = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let ambiguous = match (values.next(), values.next()) {
+        (Some(v), None) => v.as_bytes().contains(&b','),
+        (Some(_), Some(_)) => true,
+        _ => false,
+    };
+    ambiguous.then_some(TooLarge {
+        status: 400,
+        reason: "bad_content_length",
+    })
+}
+
 fn uri_len(uri: &http::Uri) -> usize {
     uri.path_and_query().map_or(1, |pq| pq.as_str().len())
         + uri.authority().map_or(0, |a| a.as_str().len())
@@ -340,6 +357,18 @@ mod tests {
         assert_eq!(
             limits.check(&build("/", &many)).map(|t| t.reason),
             Some("headers_too_large")
+        );
+    }
+
+    #[test]
+    fn repeated_content_length_is_refused() {
+        assert_eq!(ambiguous_length(&req(&[("content-length", "5")])), None);
+        assert_eq!(ambiguous_length(&req(&[])), None);
+        let refused = |h: &[(&str, &str)]| ambiguous_length(&req(h)).map(|t| t.status);
+        assert_eq!(refused(&[("content-length", "5, 5")]), Some(400));
+        assert_eq!(
+            refused(&[("content-length", "5"), ("content-length", "5")]),
+            Some(400)
         );
     }
 
