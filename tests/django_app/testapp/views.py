@@ -26,6 +26,8 @@ POST /notify/            form or JSON {group, text}: publishes
                          cannot be reached, 500 if CHANNELGATE_ADMIN is unset.
 POST /notify-me/         form or JSON {text}, session login required (403 otherwise):
                          the same publish to group "updates-<user id>" (the CATMAID pattern)
+ANY  /hook/...           channelgate's signed calls, verified by the channelgate
+                         package: see hook_views.py
 POST /ws/receive/        channelgate's inbound-HTTP hook: text/plain
                          "reply to <X-Channelgate-User|anonymous> in <X-Channelgate-Param-Room|->: <body>";
                          body "silent" -> 204 (empty), body "fail" -> 500
@@ -49,6 +51,8 @@ import requests
 from django.contrib.auth import authenticate, get_user_model, login
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
+
+from channelgate.django import auth_answer
 
 CHUNK = 64 * 1024
 BLOCK = bytes(range(256)) * 256  # 65536 bytes
@@ -211,11 +215,8 @@ def ws_auth(request):
     user = request.user if request.user.is_authenticated else _bearer_user(request)
     if user is None:
         return JsonResponse({"error": "forbidden"}, status=403)
-    uid = str(user.pk)
-    resp = JsonResponse(
-        {"user": uid, "groups": [f"updates-{uid}"], "meta": {"username": user.get_username()}}
-    )
-    resp["X-Channelgate-User"] = uid
+    resp = auth_answer(user, groups=["updates-{user}"])
+    resp["X-Channelgate-User"] = str(user.pk)
     return resp
 
 
