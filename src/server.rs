@@ -122,6 +122,7 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         unbuffer_streams: config.server.read_buffer == 0,
         bridges,
     });
+    crate::logging::head_errors::observe(&metrics.http.refused, config.log.access_log);
     let proxy = Proxy {
         upstreams: upstreams.clone(),
         ws,

@@ -383,3 +383,32 @@ fn check_refuses_a_readable_secret_file_and_warns_about_unsigned_calls() {
     assert!(ok, "{text}");
     assert!(text.contains("warning: route(s) /ws/x/"), "{text}");
 }
+
+#[test]
+fn a_malformed_head_gets_one_access_line_and_a_client_gone_mid_head_is_no_error() {
+    let s = setup();
+    let addr = s.cg.addr();
+    let resp = raw(
+        &addr,
+        "GET /headers/ HTTP/1.1\r\nHost: app\r\nContent-Length: abc\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    {
+        let mut c = TcpStream::connect(&addr).unwrap();
+        c.write_all(b"GET /headers/ HTTP/1.1\r\nHo").unwrap();
+    }
+    wait_for("both counted", Duration::from_secs(20), || {
+        s.cg.metric("channelgate_http_refused_total{reason=\"malformed\"}") == 1.0
+            && s.cg
+                .metric("channelgate_http_refused_total{reason=\"incomplete_head\"}")
+                == 1.0
+    });
+    let log = s.cg.proc.output();
+    let access_400: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("access") && l.contains("status=400"))
+        .collect();
+    assert_eq!(access_400.len(), 1, "{log}");
+    assert!(access_400[0].contains("malformed_request"), "{log}");
+    assert!(!log.contains("ERROR"), "{log}");
+}
