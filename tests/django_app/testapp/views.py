@@ -19,10 +19,10 @@ ANY  /ws-auth-error/     500
 ANY  /ws-auth-headers/   like /ws-auth/, but success is 200 with an empty body and the
                          headers X-Channelgate-User: <id>, X-Channelgate-Groups: "extra-a, extra-b"
 POST /notify/            form or JSON {group, text}: publishes
-                         {"type": "notify.message", "text": text} to that group through
-                         channelgate's POST $CHANNELGATE_ADMIN/publish/<group> (Bearer
+                         {"type": "notify.message", "text": text} to that group with
+                         channelgate.publish (POST $CHANNELGATE_ADMIN/publish/<group>, Bearer
                          $CHANNELGATE_PUBLISH_TOKEN when set) and answers with channelgate's
-                         body and status. 400 on missing/invalid fields, 502 if channelgate
+                         answer, or {"error"} with its status. 400 on missing/invalid fields, 502 if channelgate
                          cannot be reached, 500 if CHANNELGATE_ADMIN is unset.
 POST /notify-me/         form or JSON {text}, session login required (403 otherwise):
                          the same publish to group "updates-<user id>" (the CATMAID pattern)
@@ -46,12 +46,11 @@ import os
 import re
 import time
 
-import requests
-
 from django.contrib.auth import authenticate, get_user_model, login
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+import channelgate
 from channelgate.django import auth_answer
 
 CHUNK = 64 * 1024
@@ -270,25 +269,18 @@ def _fields(request, *names):
 
 
 def _publish(group, event):
-    """POST the event to channelgate's publish API; a Django response mirroring its answer."""
+    """Publishes with the channelgate package; a Django response mirroring its answer."""
     admin = os.environ.get("CHANNELGATE_ADMIN")
     if not admin:
         return JsonResponse({"error": "CHANNELGATE_ADMIN is not set"}, status=500)
-    headers = {}
-    token = os.environ.get("CHANNELGATE_PUBLISH_TOKEN")
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
     try:
-        resp = requests.post(
-            f"{admin.rstrip('/')}/publish/{group}", json=event, headers=headers, timeout=5
-        )
-    except requests.RequestException as e:
-        return JsonResponse({"error": f"channelgate unreachable: {e}"}, status=502)
-    return HttpResponse(
-        resp.content,
-        status=resp.status_code,
-        content_type=resp.headers.get("Content-Type", "application/json"),
-    )
+        # The token comes from $CHANNELGATE_PUBLISH_TOKEN when set.
+        answer = channelgate.publish(group, event, admin=admin)
+    except channelgate.PublishError as e:
+        if e.status == 0:
+            return JsonResponse({"error": f"channelgate unreachable: {e.message}"}, status=502)
+        return JsonResponse({"error": e.message}, status=e.status)
+    return JsonResponse(answer)
 
 
 def _bad_text(text):
