@@ -47,6 +47,11 @@ fn secret_file(dir: &Path, mode: u32) -> PathBuf {
 
 /// gunicorn knowing the hook secret, and channelgate signing with it.
 fn setup() -> Setup {
+    setup_with("")
+}
+
+/// The same, with more `[[ws]]` routes.
+fn setup_with(routes: &str) -> Setup {
     let dir = tempdir();
     let log = dir.path().join("hooks.jsonl");
     let app = Gunicorn::start_with_env(
@@ -61,7 +66,7 @@ fn setup() -> Setup {
     let body = format!(
         "[upstream]\nservers = [\"{}\"]\nhook_secret_file = \"{}\"\n\n\
          [[ws]]\npath = \"/ws/hook/{{room}}/\"\ngroups = [\"hook-{{room}}\"]\n\
-         auth = {{ path = \"/hook/ws-auth/\" }}\ninbound = {{ http = \"/hook/receive/\" }}\n",
+         auth = {{ path = \"/hook/ws-auth/\" }}\ninbound = {{ http = \"/hook/receive/\" }}\n{routes}",
         app.bind.config_addr(),
         secret_file(dir.path(), 0o600).display()
     );
@@ -301,6 +306,50 @@ fn the_hook_decorator_accepts_channelgate_and_refuses_unsigned_forged_tampered_a
     // Only the accepted calls were recorded: channelgate's two and the two controls.
     assert_eq!(hook_log(&s.log).len(), 4);
     drop(s.dir);
+}
+
+#[test]
+fn authorize_calls_are_signed_and_name_the_group_and_user() {
+    let s = setup_with(
+        "\n[[ws]]\npath = \"/ws/awx/\"\nprotocol = \"awx\"\nauth = { path = \"/hook/ws-auth/\" }\n\
+         authorize = { path = \"/hook/authorize/\" }\n",
+    );
+    let mut headers: Vec<(&str, &str)> = FORGED
+        .iter()
+        .copied()
+        .filter(|(k, _)| !k.contains('_'))
+        .collect();
+    headers.push(("Authorization", "Bearer alice-token"));
+    headers.push(("Cookie", "csrftoken=tok"));
+    let reply = rt().block_on(async {
+        let mut ws = connect_with(&s.cg.addr(), "/ws/awx/", &headers)
+            .await
+            .unwrap();
+        let hello = next_json(&mut ws).await;
+        assert_eq!(hello["accept"], true, "{hello}");
+        let sub = serde_json::json!({"groups": {"jobs": ["a"]}, "xrftoken": "tok"});
+        ws.send(Message::Text(sub.to_string().into()))
+            .await
+            .unwrap();
+        next_json(&mut ws).await
+    });
+    // The decorated view answered 204 only because the call was signed.
+    assert_eq!(
+        reply["groups_joined"],
+        serde_json::json!(["jobs-a"]),
+        "{reply}"
+    );
+    let calls = hook_log(&s.log);
+    let call = calls
+        .iter()
+        .find(|c| c["view"] == "authorize")
+        .expect("an authorize call");
+    assert_eq!(call["raw_uri"], "/hook/authorize/?group=jobs-a");
+    assert_eq!(call["hook"]["group"], "jobs-a");
+    let auth = calls.iter().find(|c| c["view"] == "ws-auth").unwrap();
+    assert_eq!(call["hook"]["channel"], auth["hook"]["channel"]);
+    assert!(call["hook"]["user"].as_str().is_some_and(|u| u != "admin"));
+    assert_clean(&call["headers"], "authorize call");
 }
 
 #[test]
