@@ -95,6 +95,7 @@ pub(crate) struct RawServer {
     pid_file: Option<String>,
     trusted_proxies: Option<Vec<String>>,
     strip_headers: Option<Vec<String>>,
+    underscores_in_headers: Option<bool>,
     read_buffer: Option<String>,
     max_header_line: Option<String>,
     max_header_size: Option<String>,
@@ -293,7 +294,11 @@ impl RawServer {
         ServerConfig {
             read_buffer,
             header_limits: crate::proxy::headers::HeaderLimits { line, total },
-            forwarding: crate::proxy::headers::Forwarding::new(trusted, strip),
+            forwarding: crate::proxy::headers::Forwarding::new(
+                trusted,
+                strip,
+                self.underscores_in_headers.unwrap_or(false),
+            ),
             listen,
             threads,
             grace_period,

@@ -115,7 +115,8 @@ pub struct HttpMetrics {
     /// headers_too_large, bad_content_length).
     pub refused: IntCounterVec,
     /// Client headers removed before a request reached the app, by kind (reserved:
-    /// `X-Channelgate-*`; configured: `[server] strip_headers`; x_real_ip: replaced).
+    /// `X-Channelgate-*`; configured: `[server] strip_headers`; underscore: names with `_`;
+    /// x_real_ip: replaced).
     pub stripped_headers: IntCounterVec,
 }
 

@@ -158,6 +158,9 @@ fn trust_lines(c: &Config) -> Vec<String> {
     let mut out = Vec::new();
     let mut stripped = vec!["X-Channelgate-*".to_string()];
     stripped.extend(f.strip.iter().map(|h| h.to_string()));
+    if !f.underscores {
+        stripped.push("names with _".into());
+    }
     out.push(format!(
         "trust:       client headers never passed to the app: {}; X-Real-IP set from the client address",
         stripped.join(", ")

@@ -176,6 +176,9 @@ pub struct Forwarding {
     pub trusted: Vec<Net>,
     /// `[server] strip_headers`: more headers removed from every request to the app.
     pub strip: Vec<http::header::HeaderName>,
+    /// `[server] underscores_in_headers`: pass names with `_` on (nginx's directive).
+    /// Default false: dropped, as nginx does.
+    pub underscores: bool,
     /// `channelgate_http_stripped_headers_total{kind}`, set when the server is assembled
     /// (see [`Forwarding::counted`]).
     stripped: Option<pingora_prometheus::prometheus::IntCounterVec>,
@@ -186,21 +189,27 @@ impl std::fmt::Debug for Forwarding {
         f.debug_struct("Forwarding")
             .field("trusted", &self.trusted)
             .field("strip", &self.strip)
+            .field("underscores", &self.underscores)
             .finish_non_exhaustive()
     }
 }
 
 impl Forwarding {
-    pub fn new(trusted: Vec<Net>, strip: Vec<http::header::HeaderName>) -> Forwarding {
+    pub fn new(
+        trusted: Vec<Net>,
+        strip: Vec<http::header::HeaderName>,
+        underscores: bool,
+    ) -> Forwarding {
         Forwarding {
             trusted,
             strip,
+            underscores,
             stripped: None,
         }
     }
 
     /// The same settings, counting stripped headers in `counter` (label `kind`:
-    /// `reserved`, `configured`, `x_real_ip`).
+    /// `reserved`, `configured`, `underscore`, `x_real_ip`).
     pub fn counted(&self, counter: &pingora_prometheus::prometheus::IntCounterVec) -> Forwarding {
         Forwarding {
             stripped: Some(counter.clone()),
@@ -213,7 +222,7 @@ impl Forwarding {
     /// channelgate itself adds (auth subrequest) must be added after this.
     pub fn apply(&self, req: &mut RequestHeader, client: Option<IpAddr>, request_id: &str) {
         let trusted = client.is_some_and(|ip| self.trusted.iter().any(|n| n.contains(ip)));
-        let stripped = reserved::strip(req, &self.strip);
+        let stripped = reserved::strip(req, &self.strip, !self.underscores);
         let real_ip_replaced = self.real_ip(req, client, trusted);
         if let Some(c) = &self.stripped {
             let count = |kind: &str, n: usize| {
@@ -223,6 +232,7 @@ impl Forwarding {
             };
             count("reserved", stripped.reserved);
             count("configured", stripped.configured);
+            count("underscore", stripped.underscore);
             count("x_real_ip", usize::from(real_ip_replaced));
         }
         let keep = |req: &RequestHeader, name: &str| {
@@ -257,7 +267,7 @@ impl Forwarding {
                 .ok()
                 .and_then(|v| v.trim().parse::<IpAddr>().ok())
                 .is_some();
-        let replaced = !sent.is_empty() && !keep || !smuggled.is_empty();
+        let replaced = (!sent.is_empty() && !keep) || !smuggled.is_empty();
         for n in smuggled {
             req.remove_header(&n);
         }
@@ -406,6 +416,7 @@ mod tests {
                 Net::parse("::1").unwrap(),
             ],
             Vec::new(),
+            false,
         );
         let incoming = [
             ("host", "app"),
@@ -442,7 +453,8 @@ mod tests {
         )
         .unwrap();
         reg.register(Box::new(c.clone())).unwrap();
-        let f = Forwarding::new(vec![Net::parse("10.0.0.0/8").unwrap()], Vec::new()).counted(&c);
+        let f =
+            Forwarding::new(vec![Net::parse("10.0.0.0/8").unwrap()], Vec::new(), true).counted(&c);
         let forged = [
             ("x-channelgate-user", "admin"),
             ("X-Channelgate-Signature", "t=1,v1=00"),

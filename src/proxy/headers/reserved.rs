@@ -1,6 +1,9 @@
 //! Headers no client may send to the app: every `X-Channelgate-*` (channelgate's own
 //! statements about a WebSocket user, which the app may trust), `X-Real-IP` (set from the
-//! client address instead) and whatever `[server] strip_headers` adds.
+//! client address instead) and whatever `[server] strip_headers` adds. Like nginx
+//! (`underscores_in_headers off`), header names with `_` are dropped too unless
+//! `[server] underscores_in_headers = true`: a WSGI server maps `X_Forwarded_Proto` and
+//! `X-Forwarded-Proto` to the same `HTTP_X_FORWARDED_PROTO`.
 
 use http::header::HeaderName;
 use pingora::http::RequestHeader;
@@ -33,6 +36,15 @@ pub struct Stripped {
     pub reserved: usize,
     /// Headers named in `strip_headers`.
     pub configured: usize,
+    /// Names with `_` (unless `underscores_in_headers`).
+    pub underscore: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Reserved,
+    Configured,
+    Underscore,
 }
 
 /// The name as a WSGI server sees it: `_` and `-` both become `_` in `HTTP_*` keys, so
@@ -42,29 +54,36 @@ fn wsgi_form(name: &str) -> String {
 }
 
 /// Removes every reserved and configured header from `req`, whether spelled with `-` or
-/// `_`. The configured names are also removed in their `_` spelling.
-pub fn strip(req: &mut RequestHeader, configured: &[HeaderName]) -> Stripped {
+/// `_`, and with `drop_underscores` every other name containing `_`.
+pub fn strip(
+    req: &mut RequestHeader,
+    configured: &[HeaderName],
+    drop_underscores: bool,
+) -> Stripped {
     let mut out = Stripped::default();
-    let doomed: Vec<(HeaderName, bool)> = req
+    let doomed: Vec<(HeaderName, Kind)> = req
         .headers
         .keys()
         .filter_map(|n| {
             let w = wsgi_form(n.as_str());
-            if w.starts_with(RESERVED_PREFIX) {
-                Some((n.clone(), true))
+            let kind = if w.starts_with(RESERVED_PREFIX) {
+                Kind::Reserved
             } else if configured.iter().any(|c| wsgi_form(c.as_str()) == w) {
-                Some((n.clone(), false))
+                Kind::Configured
+            } else if drop_underscores && n.as_str().contains('_') {
+                Kind::Underscore
             } else {
-                None
-            }
+                return None;
+            };
+            Some((n.clone(), kind))
         })
         .collect();
-    for (name, reserved) in doomed {
+    for (name, kind) in doomed {
         let n = req.headers.get_all(&name).iter().count();
-        if reserved {
-            out.reserved += n;
-        } else {
-            out.configured += n;
+        match kind {
+            Kind::Reserved => out.reserved += n,
+            Kind::Configured => out.configured += n,
+            Kind::Underscore => out.underscore += n,
         }
         req.remove_header(&name);
     }
@@ -100,21 +119,28 @@ mod tests {
         r.append_header("X-CHANNELGATE-PARAM-room", "x").unwrap();
         r.append_header("X_Channelgate_User", "smuggled").unwrap();
         r.append_header("x_secret", "s").unwrap();
+        r.append_header("x_forwarded_proto", "https").unwrap();
         r.append_header("X-Secret", "s").unwrap();
         r.append_header("x-channelgatex", "kept: not the prefix")
             .unwrap();
         r.append_header("cookie", "a=b").unwrap();
-        let s = strip(&mut r, &[configured_name("X-Secret").unwrap()]);
+        let mut kept = r.clone();
+        let s = strip(&mut r, &[configured_name("X-Secret").unwrap()], true);
         assert_eq!(
             s,
             Stripped {
                 reserved: 4,
-                configured: 2
+                configured: 2,
+                underscore: 1,
             }
         );
         let mut names: Vec<&str> = r.headers.keys().map(|n| n.as_str()).collect();
         names.sort();
         assert_eq!(names, ["cookie", "x-channelgatex"]);
+        // underscores_in_headers = true: only that one survives.
+        strip(&mut kept, &[configured_name("X-Secret").unwrap()], false);
+        assert!(kept.headers.contains_key("x_forwarded_proto"));
+        assert!(!kept.headers.contains_key("x_channelgate_user"));
     }
 
     #[test]
