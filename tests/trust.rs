@@ -101,6 +101,16 @@ fn assert_clean(headers: &Value, what: &str) {
     }
 }
 
+/// The forged headers a WebSocket client library can send (no `_` in names), and `extra`.
+fn ws_headers<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    FORGED
+        .iter()
+        .copied()
+        .filter(|(k, _)| !k.contains('_'))
+        .chain(extra.iter().copied())
+        .collect()
+}
+
 /// Sends a raw request, returns everything the server sent until it closed.
 fn raw(addr: &str, request: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -147,12 +157,7 @@ fn forged_identity_and_real_ip_never_reach_the_app_on_any_path() {
     assert_eq!(seen["headers"]["x-real-ip"], "127.0.0.1", "{seen}");
 
     // 3. The auth call and 4. the inbound webhook, for a client with a real token.
-    let mut headers: Vec<(&str, &str)> = FORGED
-        .iter()
-        .copied()
-        .filter(|(k, _)| !k.contains('_'))
-        .collect();
-    headers.push(("Authorization", "Bearer alice-token"));
+    let headers = ws_headers(&[("Authorization", "Bearer alice-token")]);
     let reply = rt().block_on(async {
         let mut ws = connect_with(&s.cg.addr(), "/ws/hook/lobby/", &headers)
             .await
@@ -314,13 +319,10 @@ fn authorize_calls_are_signed_and_name_the_group_and_user() {
         "\n[[ws]]\npath = \"/ws/awx/\"\nprotocol = \"awx\"\nauth = { path = \"/hook/ws-auth/\" }\n\
          authorize = { path = \"/hook/authorize/\" }\n",
     );
-    let mut headers: Vec<(&str, &str)> = FORGED
-        .iter()
-        .copied()
-        .filter(|(k, _)| !k.contains('_'))
-        .collect();
-    headers.push(("Authorization", "Bearer alice-token"));
-    headers.push(("Cookie", "csrftoken=tok"));
+    let headers = ws_headers(&[
+        ("Authorization", "Bearer alice-token"),
+        ("Cookie", "csrftoken=tok"),
+    ]);
     let reply = rt().block_on(async {
         let mut ws = connect_with(&s.cg.addr(), "/ws/awx/", &headers)
             .await
