@@ -21,6 +21,7 @@ pub struct Metrics {
     pub ws: WsMetrics,
     pub hub: HubMetrics,
     pub broker: BrokerMetrics,
+    pub tls: std::sync::Arc<crate::tls::TlsMetrics>,
 }
 
 /// The group broker (RabbitMQ).
@@ -123,7 +124,12 @@ fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
     register(reg, valid(IntCounter::new(name, help)))
 }
 
-fn counter_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(crate) fn counter_vec(
+    reg: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> IntCounterVec {
     register(
         reg,
         valid(IntCounterVec::new(Opts::new(name, help), labels)),
@@ -134,7 +140,7 @@ fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
     register(reg, valid(IntGauge::new(name, help)))
 }
 
-fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+pub(crate) fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     register(reg, valid(IntGaugeVec::new(Opts::new(name, help), labels)))
 }
 
@@ -341,8 +347,10 @@ impl Metrics {
                 &["op", "outcome"],
             ),
         };
+        let tls = std::sync::Arc::new(crate::tls::TlsMetrics::new(reg));
         Metrics {
             registry,
+            tls,
             http,
             upstream,
             ws,
