@@ -132,7 +132,8 @@ impl Endpoint {
         params: BTreeMap<String, String>,
     ) -> Result<(), Refusal> {
         let req = session.req_header().clone();
-        if !handshake::origin_allowed(&req, &route.origins) {
+        let https = crate::tls::edge::is_tls(session);
+        if !handshake::origin_allowed(&req, &route.origins, https) {
             return Err(Refusal::new(403, "origin not allowed", "origin"));
         }
         if session.is_http2() {
@@ -168,7 +169,7 @@ impl Endpoint {
                     client_ip,
                     request_id,
                     &channel,
-                    crate::tls::edge::is_tls(session),
+                    https,
                 )
                 .map_err(|e| {
                     Refusal::new(

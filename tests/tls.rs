@@ -212,6 +212,18 @@ fn https_over_http1_and_h2_with_hsts_forwarded_proto_and_redirect() {
 }
 
 #[test]
+fn min_version_1_3_refuses_tls_1_2() {
+    let t = setup("min_version = \"1.3\"\n", "");
+    let (ok, _, err) = t.curl(&["--tls-max", "1.2", "-o", "/dev/null", &t.https("/healthz")]);
+    assert!(!ok, "TLS 1.2 must be refused: {err}");
+    let (ok, _, err) = t.curl(&["--tlsv1.3", "-o", "/dev/null", &t.https("/healthz")]);
+    assert!(ok, "{err}");
+    wait_for("the refusal counted", Duration::from_secs(10), || {
+        t.cg.metric("channelgate_tls_handshake_failures_total{reason=\"protocol_version\"}") >= 1.0
+    });
+}
+
+#[test]
 fn sni_picks_the_right_certificate() {
     let t = setup("", "");
     assert!(
@@ -269,6 +281,26 @@ fn wss_with_a_session_cookie_and_no_websocket_over_h2() {
     let out = alice.output();
     assert!(status.success(), "{out}");
     assert!(out.contains(r#""data": "over tls""#), "{out}");
+
+    // A page served over plain http may not open this user's wss session.
+    let mut mixed = t.ws_client(
+        "wss-http-origin",
+        &format!("wss://127.0.0.1:{}/channels/updates/", t.tls_port),
+        &[
+            "--header",
+            &format!("Cookie:{cookie}"),
+            "--origin",
+            &format!("http://127.0.0.1:{}", t.tls_port),
+            "--timeout",
+            "30",
+        ],
+    );
+    assert_eq!(mixed.wait_exit(Duration::from_secs(30)).code(), Some(3));
+    assert!(
+        mixed.output().contains(r#""status": 403"#),
+        "{}",
+        mixed.output()
+    );
 
     // A WebSocket route asked over HTTP/2 gets a clear refusal, not the app.
     let (ok, out, err) = t.curl(&[
