@@ -1,7 +1,7 @@
 //! The client-facing HTTP proxy: Pingora's `ProxyHttp` phases, in the order a request
-//! meets them. Requests on a WebSocket route go to [`crate::ws`]; other `Upgrade:
-//! websocket` requests are passed through to the upstream by [`tunnel`]; everything else
-//! is proxied to the upstream pool.
+//! meets them. `request_filter` asks the [`crate::router`] where a request goes: requests
+//! on a WebSocket route go to [`crate::ws`]; other `Upgrade: websocket` requests are passed
+//! through to the upstream by [`tunnel`]; everything else is proxied to the upstream pool.
 
 mod access;
 pub mod errors;
@@ -22,6 +22,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::metrics::Metrics;
+use crate::router::Route;
 use crate::shutdown::{Drain, DrainGuard};
 use crate::upstream::{backend_name, Upstreams};
 
@@ -29,6 +30,8 @@ pub struct Proxy {
     pub upstreams: Arc<Upstreams>,
     /// The in-process WebSocket routes.
     pub ws: Arc<crate::ws::Endpoint>,
+    /// Decides where each request goes.
+    pub router: crate::router::Router,
     pub metrics: Arc<Metrics>,
     pub drain: Arc<Drain>,
     pub access_log: bool,
@@ -167,18 +170,22 @@ impl ProxyHttp for Proxy {
             session.write_response_body(Some(body), true).await?;
             return Ok(true);
         }
-        let path = session.req_header().uri.path().to_string();
-        if let Some((route, params)) = self.ws.find(&path) {
-            self.ws
-                .serve(session, &ctx.request_id, route, params)
-                .await?;
-            return Ok(true);
+        match self.router.route(session.req_header()) {
+            Route::WebSocket(route, params) => {
+                let route = route.clone();
+                self.ws
+                    .serve(session, &ctx.request_id, route, params)
+                    .await?;
+                Ok(true)
+            }
+            Route::Upstream => {
+                if session.is_upgrade_req() && tunnel::is_websocket(session.req_header()) {
+                    tunnel::pass_through(self, session, ctx).await?;
+                    return Ok(true);
+                }
+                Ok(false)
+            }
         }
-        if session.is_upgrade_req() && tunnel::is_websocket(session.req_header()) {
-            tunnel::pass_through(self, session, ctx).await?;
-            return Ok(true);
-        }
-        Ok(false)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {

@@ -107,8 +107,9 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
             bridges.insert(route.path.to_string(), bridge);
         }
     }
+    let ws_routes: Vec<_> = config.ws.iter().cloned().map(Arc::new).collect();
     let ws = Arc::new(Endpoint {
-        routes: config.ws.iter().cloned().map(Arc::new).collect(),
+        routes: ws_routes.clone(),
         hub,
         broker: broker.clone(),
         upstreams: upstreams.clone(),
@@ -122,6 +123,7 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
     let proxy = Proxy {
         upstreams: upstreams.clone(),
         ws,
+        router: crate::router::Router::new(ws_routes),
         metrics: metrics.clone(),
         drain: drain.clone(),
         access_log: config.log.access_log,
