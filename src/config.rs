@@ -34,6 +34,10 @@ pub struct Config {
     /// `[[ws]]`: the WebSocket routes served in-process.
     pub ws: Vec<RouteConfig>,
     pub broker: BrokerConfig,
+    /// `[[static]]`: locations served from disk.
+    pub statics: Vec<crate::files::Location>,
+    /// `[compression]`: compression of proxied responses.
+    pub compression: crate::proxy::compress::CompressionConfig,
 }
 
 /// `[server]`: the client-facing listeners and process behaviour.
@@ -83,6 +87,9 @@ pub(crate) struct RawConfig {
     log: RawLog,
     ws: Vec<RawRoute>,
     broker: RawBroker,
+    #[serde(rename = "static")]
+    statics: Vec<crate::files::config::RawStatic>,
+    compression: crate::proxy::compress::RawCompression,
 }
 
 #[derive(Deserialize, Default)]
@@ -161,6 +168,11 @@ impl Config {
         let log = raw.log.validate(&root.key("log"), &mut errs);
         let ws = crate::ws::config::validate_routes(raw.ws, &root.key("ws"), &mut errs);
         let broker = raw.broker.validate(&root.key("broker"), &mut errs);
+        let statics = crate::files::config::validate(raw.statics, &root.key("static"), &mut errs);
+        let compression = raw
+            .compression
+            .validate(&root.key("compression"), &mut errs);
+        crate::router::check_overlaps(&ws, &statics, &root, &mut errs);
         if let (Some(a), true) = (
             &admin.listen,
             server
@@ -196,6 +208,8 @@ impl Config {
             log,
             ws,
             broker,
+            statics,
+            compression,
         };
         errs.into_result(&file, config)
     }

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod broker;
 pub mod config;
+pub mod files;
 pub mod hub;
 pub mod logging;
 pub mod metrics;

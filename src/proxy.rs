@@ -4,6 +4,7 @@
 //! through to the upstream by [`tunnel`]; everything else is proxied to the upstream pool.
 
 mod access;
+pub mod compress;
 pub mod errors;
 pub mod headers;
 pub mod takeover;
@@ -17,10 +18,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora::lb::Backend;
 use pingora::prelude::*;
+use pingora::protocols::http::ServerSession as HttpSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::files::{accel, Files, Location, Served};
 use crate::metrics::Metrics;
 use crate::router::Route;
 use crate::shutdown::{Drain, DrainGuard};
@@ -32,6 +36,10 @@ pub struct Proxy {
     pub ws: Arc<crate::ws::Endpoint>,
     /// Decides where each request goes.
     pub router: crate::router::Router,
+    /// `[[static]]` locations, also the targets of X-Accel-Redirect.
+    pub files: Arc<Files>,
+    /// `[compression]` of proxied responses.
+    pub compression: compress::CompressionConfig,
     pub metrics: Arc<Metrics>,
     pub drain: Arc<Drain>,
     pub access_log: bool,
@@ -54,6 +62,13 @@ pub struct Ctx {
     /// Held for the life of the client connection (see `persist_connection_context`).
     connection: Option<Arc<ConnectionGuard>>,
     in_flight: Option<InFlight>,
+    /// The static location that served the request (directly or by X-Accel-Redirect).
+    location: Option<Arc<Location>>,
+    /// The client session while a stand-in takes Pingora's writes of an app answer that
+    /// X-Accel-Redirect replaced (see `files::accel`); put back in `logging`.
+    parked: Option<Box<HttpSession>>,
+    /// The encoder of a compressed response.
+    compressor: Option<compress::Compressor>,
 }
 
 /// Counts a request in the in-flight gauge and in the shutdown drain.
@@ -130,6 +145,9 @@ impl ProxyHttp for Proxy {
             failure: None,
             connection: None,
             in_flight: None,
+            location: None,
+            parked: None,
+            compressor: None,
         }
     }
 
@@ -178,6 +196,17 @@ impl ProxyHttp for Proxy {
                     .await?;
                 Ok(true)
             }
+            Route::Static(loc) => {
+                let loc = loc.clone();
+                match self.files.serve(session, &loc, &ctx.request_id).await? {
+                    Served::Answered(_) => {
+                        ctx.location = Some(loc);
+                        Ok(true)
+                    }
+                    // No such file; `fallback = "upstream"`.
+                    Served::Upstream => Ok(false),
+                }
+            }
             Route::Upstream => {
                 if session.is_upgrade_req() && tunnel::is_websocket(session.req_header()) {
                     tunnel::pass_through(self, session, ctx).await?;
@@ -220,12 +249,58 @@ impl ProxyHttp for Proxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if upstream_response.headers.contains_key(accel::HEADER) {
+            let (_, loc) = self
+                .files
+                .accel_redirect(session, upstream_response, &ctx.request_id)
+                .await?;
+            ctx.location = Some(loc);
+            let stand_in = takeover::stand_in(session.req_header()).await?;
+            ctx.parked = Some(std::mem::replace(
+                &mut session.downstream_session,
+                Box::new(stand_in),
+            ));
+            return Ok(());
+        }
         upstream_response.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
+        let http2 = session.is_http2();
+        ctx.compressor = self
+            .compression
+            .start(session.req_header(), upstream_response, http2)?;
+        if let Some(c) = &ctx.compressor {
+            self.metrics
+                .compression
+                .responses
+                .with_label_values(&[c.coding])
+                .inc();
+        }
+        // As nginx does, the app's instructions to the proxy stay with the proxy.
+        for h in accel::INSTRUCTIONS {
+            upstream_response.remove_header(*h);
+        }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if ctx.parked.is_some() {
+            // The app's body of an X-Accel-Redirect answer: replaced by the file.
+            *body = None;
+        } else if let Some(c) = ctx.compressor.as_mut() {
+            *body = c
+                .chunk(body.take(), end_of_stream)
+                .or_err(ErrorType::InternalError, "compressing a response body")?;
+        }
+        Ok(None)
     }
 
     fn fail_to_connect(
@@ -330,6 +405,17 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if let Some(real) = ctx.parked.take() {
+            // Back before Pingora decides whether the client connection is reused.
+            session.downstream_session = real;
+        }
+        if let Some(c) = &ctx.compressor {
+            let m = &self.metrics.compression;
+            m.bytes_in.with_label_values(&[c.coding]).inc_by(c.bytes_in);
+            m.bytes_out
+                .with_label_values(&[c.coding])
+                .inc_by(c.bytes_out);
+        }
         access::record(self, session, e, ctx);
         ctx.in_flight = None;
     }

@@ -4,19 +4,27 @@
 //!
 //! The decisions, in this order (the first that claims a request wins):
 //! 1. **WebSocket route** (`[[ws]]`): served in-process by [`crate::ws`];
-//! 2. **upstream**: everything else is proxied to the upstream pool (an `Upgrade:
+//! 2. **static location** (`[[static]]`): files served by [`crate::files`], matched on the
+//!    percent-decoded path so that `/st%61tic/` cannot slip past a location (an `internal`
+//!    one answers clients 404); a missing file may still go on to the upstream
+//!    (`fallback = "upstream"`);
+//! 3. **upstream**: everything else is proxied to the upstream pool (an `Upgrade:
 //!    websocket` request on no route is passed through to the app by `proxy::tunnel`).
 //!
 //! Adding a decision is one variant of [`Route`], one `if let` in [`Router::route`] at its
 //! place in the order, one arm in `request_filter`, and — when it claims configured paths —
 //! an overlap check at config time, so `channelgate check` refuses a configuration in which
-//! two decisions claim the same path (`[[ws]]` routes among themselves: `ws::config`).
+//! two decisions claim the same path ([`check_overlaps`]; `[[ws]]` routes among
+//! themselves: `ws::config`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use pingora::http::RequestHeader;
 
+use crate::config::{Errors, KeyPath};
+use crate::files::{Files, Location};
+use crate::ws::route::PathTemplate;
 use crate::ws::RouteConfig;
 
 /// Where a request goes.
@@ -24,6 +32,8 @@ use crate::ws::RouteConfig;
 pub enum Route<'a> {
     /// An in-process WebSocket route, with the path parameters it matched.
     WebSocket(&'a Arc<RouteConfig>, BTreeMap<String, String>),
+    /// A static location.
+    Static(&'a Arc<Location>),
     /// The upstream pool.
     Upstream,
 }
@@ -33,6 +43,7 @@ impl Route<'_> {
     pub fn kind(&self) -> &'static str {
         match self {
             Route::WebSocket(..) => "websocket",
+            Route::Static(_) => "static",
             Route::Upstream => "upstream",
         }
     }
@@ -41,17 +52,21 @@ impl Route<'_> {
 /// The routing table, built once from the validated configuration.
 pub struct Router {
     ws: Vec<Arc<RouteConfig>>,
+    files: Arc<Files>,
 }
 
 impl Router {
-    pub fn new(ws: Vec<Arc<RouteConfig>>) -> Router {
-        Router { ws }
+    pub fn new(ws: Vec<Arc<RouteConfig>>, files: Arc<Files>) -> Router {
+        Router { ws, files }
     }
 
     /// Decides where `req` goes; see the module documentation for the order.
     pub fn route(&self, req: &RequestHeader) -> Route<'_> {
         let path = req.uri.path();
         if let Some(r) = self.websocket(path) {
+            return r;
+        }
+        if let Some(r) = self.static_location(path) {
             return r;
         }
         Route::Upstream
@@ -61,6 +76,48 @@ impl Router {
         self.ws
             .iter()
             .find_map(|r| r.path.matches(path).map(|p| Route::WebSocket(r, p)))
+    }
+
+    fn static_location(&self, path: &str) -> Option<Route<'_>> {
+        if self.files.locations.is_empty() {
+            return None;
+        }
+        self.files
+            .find(&crate::files::path::decode_lenient(path))
+            .map(Route::Static)
+    }
+}
+
+/// Config-time checks that no path is claimed by two decisions: a `[[static]]` prefix may
+/// not overlap another one or a `[[ws]]` route. Errors name the later key.
+pub fn check_overlaps(ws: &[RouteConfig], statics: &[Location], root: &KeyPath, errs: &mut Errors) {
+    for (i, s) in statics.iter().enumerate() {
+        let key = root.key("static").index(i).key("prefix");
+        if let Some(o) = statics[..i]
+            .iter()
+            .find(|o| o.prefix.starts_with(&s.prefix) || s.prefix.starts_with(&o.prefix))
+        {
+            errs.add(
+                &key,
+                format!(
+                    "{} overlaps the [[static]] prefix {}: a path must belong to one location",
+                    s.prefix, o.prefix
+                ),
+            );
+        }
+        // A prefix is a template of literal segments (check_prefix allows no braces).
+        let Ok(as_template) = PathTemplate::parse(&s.prefix, true) else {
+            continue;
+        };
+        if let Some(r) = ws.iter().find(|r| r.path.overlaps(&as_template)) {
+            errs.add(
+                &key,
+                format!(
+                    "{} overlaps the [[ws]] route {}: a path must go to one of them",
+                    s.prefix, r.path
+                ),
+            );
+        }
     }
 }
 
@@ -77,6 +134,13 @@ mod tests {
         )
     }
 
+    fn files(statics: Vec<Location>) -> Arc<Files> {
+        Arc::new(Files {
+            locations: statics.into_iter().map(Arc::new).collect(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+        })
+    }
+
     fn req(path: &str) -> RequestHeader {
         RequestHeader::build("GET", path.as_bytes(), None).unwrap()
     }
@@ -84,7 +148,7 @@ mod tests {
     #[test]
     fn websocket_routes_then_upstream() {
         let c = config("[[ws]]\npath = \"/ws/{room}/\"\ngroups = [\"chat-{room}\"]\n").unwrap();
-        let router = Router::new(c.ws.into_iter().map(Arc::new).collect());
+        let router = Router::new(c.ws.into_iter().map(Arc::new).collect(), files(c.statics));
         match router.route(&req("/ws/lobby/")) {
             Route::WebSocket(r, p) => {
                 assert_eq!(r.path.to_string(), "/ws/{room}/");
@@ -94,5 +158,41 @@ mod tests {
         }
         assert_eq!(router.route(&req("/ws/")).kind(), "upstream");
         assert_eq!(router.route(&req("/api/")).kind(), "upstream");
+    }
+
+    #[test]
+    fn static_locations_on_decoded_paths() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().display();
+        let c = config(&format!(
+            "[[ws]]\npath = \"/ws/{{room}}/\"\ngroups = [\"chat-{{room}}\"]\n[[static]]\nprefix = \"/static/\"\nroot = \"{root}\"\n[[static]]\nprefix = \"/protected/\"\nroot = \"{root}\"\ninternal = true\n"
+        ))
+        .unwrap();
+        let router = Router::new(c.ws.into_iter().map(Arc::new).collect(), files(c.statics));
+        assert_eq!(router.route(&req("/static/app.js")).kind(), "static");
+        assert_eq!(router.route(&req("/st%61tic/app.js")).kind(), "static");
+        assert_eq!(router.route(&req("/prot%65cted/a.tif")).kind(), "static");
+        assert_eq!(router.route(&req("/static")).kind(), "upstream");
+        assert_eq!(router.route(&req("/ws/x/")).kind(), "websocket");
+    }
+
+    #[test]
+    fn overlaps_are_config_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().display();
+        let e = config(&format!(
+            "[[ws]]\npath = \"/ws/{{room}}/\"\ngroups = [\"chat-{{room}}\"]\n[[static]]\nprefix = \"/static/\"\nroot = \"{root}\"\n[[static]]\nprefix = \"/static/img/\"\nroot = \"{root}\"\n[[static]]\nprefix = \"/ws/\"\nroot = \"{root}\"\n"
+        ))
+        .unwrap_err();
+        let msgs: Vec<String> = e.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(
+            msgs[0].contains("static[1].prefix") && msgs[0].contains("/static/"),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs[1].contains("static[2].prefix") && msgs[1].contains("[[ws]]"),
+            "{msgs:?}"
+        );
     }
 }

@@ -120,10 +120,16 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         unbuffer_streams: config.server.read_buffer == 0,
         bridges,
     });
+    let files = Arc::new(crate::files::Files {
+        locations: config.statics.iter().cloned().map(Arc::new).collect(),
+        metrics: metrics.clone(),
+    });
     let proxy = Proxy {
         upstreams: upstreams.clone(),
         ws,
-        router: crate::router::Router::new(ws_routes),
+        router: crate::router::Router::new(ws_routes, files.clone()),
+        files,
+        compression: config.compression.clone(),
         metrics: metrics.clone(),
         drain: drain.clone(),
         access_log: config.log.access_log,

@@ -24,6 +24,8 @@ pub fn valid_keys(section: &str) -> &'static [&'static str] {
         "ws.auth" | "ws.authorize" => fields_of::<RawAuth>(),
         "ws.bridge" => fields_of::<RawBridge>(),
         "broker" => fields_of::<RawBroker>(),
+        "static" => fields_of::<crate::files::config::RawStatic>(),
+        "compression" => fields_of::<crate::proxy::compress::RawCompression>(),
         _ => &[],
     }
 }
