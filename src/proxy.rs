@@ -259,6 +259,11 @@ impl ProxyHttp for Proxy {
                 .accel_redirect(session, upstream_response, &ctx.request_id)
                 .await?;
             ctx.location = Some(loc);
+            if !accel::app_body_is_empty(upstream_response) {
+                // The app announced a body it does not mean to send (django-sendfile2 sets
+                // the file's length): like nginx, drop that upstream connection unread.
+                return Error::e_explain(accel::SERVED, "the app's body is not read");
+            }
             let stand_in = takeover::stand_in(session.req_header()).await?;
             ctx.parked = Some(std::mem::replace(
                 &mut session.downstream_session,
@@ -367,6 +372,13 @@ impl ProxyHttp for Proxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if e.etype() == &accel::SERVED {
+            // Not a failure: the file answer is complete; only the connection is not reused.
+            return FailToProxy {
+                error_code: session.response_written().map_or(0, |r| r.status.as_u16()),
+                can_reuse_downstream: false,
+            };
+        }
         // A connect failure that ends the request was already counted in fail_to_connect.
         let c = match ctx.failure {
             Some(c) if c == errors::classify(e) => c,

@@ -14,6 +14,9 @@
 //! its place, to which Pingora writes the app's header and (empty, dropped) body. The real
 //! session is put back in `logging()`, before Pingora decides on keep-alive, so both the
 //! client connection and the upstream connection are reused as for any other answer.
+//! When the app announces a body length it will not send (django-sendfile2 does), the
+//! proxying ends right after the file instead ([`SERVED`]), as nginx drops such an
+//! upstream connection; the client connection is then closed after the file.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,6 +28,21 @@ use super::{open, Files, Overrides, Served};
 use crate::proxy::compress::AcceptEncoding;
 
 pub const HEADER: &str = "x-accel-redirect";
+
+/// Ends the proxying of an app answer whose file has been sent but whose own body is
+/// announced and not worth reading (see [`app_body_is_empty`]). Not a failure.
+pub const SERVED: ErrorType = ErrorType::Custom("served by X-Accel-Redirect");
+
+/// Whether the app's answer announces an empty (or chunked, soon ended) body, which
+/// Pingora reads to its end so that the upstream connection can be reused. An answer
+/// with a non-zero Content-Length (django-sendfile2 announces the file's length and sends
+/// nothing) would leave Pingora waiting for bytes that never come.
+pub fn app_body_is_empty(app: &ResponseHeader) -> bool {
+    app.headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|l| l.trim() == "0")
+}
 
 /// The app's instructions to the proxy, removed from answers passed to clients (nginx's
 /// `proxy_hide_header` defaults).

@@ -198,8 +198,10 @@ fn check_prefix(p: &str) -> Result<(), String> {
         ));
     }
     let inner = p.get(1..p.len() - 1).unwrap_or("");
-    let bad_segment =
-        p != "/" && inner.split('/').any(|s| s.is_empty() || s == "." || s == "..");
+    let bad_segment = p != "/"
+        && inner
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..");
     if bad_segment {
         return Err(format!("`{p}` has an empty, `.` or `..` segment"));
     }
