@@ -92,12 +92,18 @@ fn catmaid_example_session_login_and_updates() {
     let r = client().get(cg.url("/sendfile/export.swc")).send().unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().unwrap(), "1 0 0 0 0 1 -1\n");
-    let r = client().get(cg.url("/protected/export.swc")).send().unwrap();
+    let r = client()
+        .get(cg.url("/protected/export.swc"))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 404);
     let r = client().get(cg.url("/files/not-on-disk/")).send().unwrap();
     assert_eq!(r.status(), 404);
     let ct = r.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(ct.starts_with("text/html"), "a missing file goes to the app (Django's 404): {ct}");
+    assert!(
+        ct.starts_with("text/html"),
+        "a missing file goes to the app (Django's 404): {ct}"
+    );
     let cookie = login(&cg, "/accounts/login/", "alice");
     let rt = rt();
     let mut ws = rt

@@ -165,7 +165,7 @@ pub fn render(c: &Config) -> String {
     let z = &c.compression;
     line(if z.enabled {
         format!(
-            "compression: gzip, zstd at level {} for {} type(s) from {} bytes",
+            "compression: zstd, br, gzip at level {} for {} type(s) from {} bytes",
             z.level,
             z.types.len(),
             z.min_size

@@ -1,13 +1,15 @@
-//! Compression of proxied responses (`[compression]`, nginx's `gzip` module): gzip and zstd,
-//! chosen by the client's `Accept-Encoding` with its q-values.
+//! Compression of proxied responses (`[compression]`, nginx's `gzip` module): zstd, brotli
+//! and gzip, chosen by the client's `Accept-Encoding` with its q-values (ties in that order).
 //!
-//! Our own encoders over flate2 and zstd rather than Pingora's `ResponseCompression`
+//! Our own encoders over flate2, zstd and brotli rather than Pingora's `ResponseCompression`
 //! module, because that module ignores q-values (it takes the first token it knows),
 //! compresses 206 answers and event streams, only flushes at the end of the body (a
 //! server-sent event would wait for the next 64 KiB), and never finishes its brotli streams
 //! (pingora#1013). Here every upstream chunk is compressed and flushed at once (a
-//! `Z_SYNC_FLUSH` / zstd block end), so a streamed answer still arrives as it is produced.
-//! Brotli is not offered for proxied answers; precompressed `.br` files are (crate::files).
+//! `Z_SYNC_FLUSH`, a zstd block end, a brotli flush), so a streamed answer still arrives as
+//! it is produced, and every stream is finished at the end of the body (brotli's
+//! `into_inner` writes its last block; the tests decode each coding with Python's own
+//! decoders and check that the stream is complete).
 
 use bytes::Bytes;
 use flate2::write::GzEncoder;
@@ -22,7 +24,8 @@ use crate::config::{Errors, KeyPath};
 pub struct CompressionConfig {
     /// Whether proxied responses are compressed. Default false. nginx: `gzip on`.
     pub enabled: bool,
-    /// 1 (fastest) to 9 (smallest), for gzip and zstd. Default 5. nginx: `gzip_comp_level`.
+    /// 1 (fastest) to 9 (smallest), for gzip, zstd and brotli. Default 5.
+    /// nginx: `gzip_comp_level`.
     pub level: u32,
     /// Bodies with a known length under this many bytes are sent as they are. Default 1 KiB.
     /// nginx: `gzip_min_length`.
@@ -58,6 +61,8 @@ pub const DEFAULT_TYPES: &[&str] = &[
 ];
 
 pub const DEFAULT_LEVEL: u32 = 5;
+/// Brotli's window (2^22 bytes), its own default.
+const BROTLI_WINDOW_BITS: u32 = 22;
 pub const DEFAULT_MIN_SIZE: usize = 1024;
 
 impl Default for CompressionConfig {
@@ -199,6 +204,7 @@ pub struct Compressor {
 enum Encoder {
     Gzip(GzEncoder<Vec<u8>>),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+    Brotli(Box<brotli::CompressorWriter<Vec<u8>>>),
     Done,
 }
 
@@ -224,7 +230,7 @@ impl CompressionConfig {
         if req.method == http::Method::HEAD || req.version < http::Version::HTTP_11 {
             return Ok(None);
         }
-        let Some(coding) = AcceptEncoding::parse(req).best(&["zstd", "gzip"]) else {
+        let Some(coding) = AcceptEncoding::parse(req).best(&["zstd", "br", "gzip"]) else {
             return Ok(None);
         };
         let encoder = match coding {
@@ -233,6 +239,12 @@ impl CompressionConfig {
                 // Only fails when zstd cannot allocate its context: send it as it is.
                 Err(_) => return Ok(None),
             },
+            "br" => Encoder::Brotli(Box::new(brotli::CompressorWriter::new(
+                Vec::new(),
+                4096,
+                self.level,
+                BROTLI_WINDOW_BITS,
+            ))),
             _ => Encoder::Gzip(GzEncoder::new(
                 Vec::new(),
                 flate2::Compression::new(self.level),
@@ -313,6 +325,11 @@ impl Compressor {
                 z.flush()?;
                 std::mem::take(z.get_mut())
             }
+            (Encoder::Brotli(b), false) => {
+                b.write_all(&input)?;
+                b.flush()?;
+                std::mem::take(b.get_mut())
+            }
             (enc, true) => {
                 let done = std::mem::replace(enc, Encoder::Done);
                 match done {
@@ -323,6 +340,11 @@ impl Compressor {
                     Encoder::Zstd(mut z) => {
                         z.write_all(&input)?;
                         z.finish()?
+                    }
+                    Encoder::Brotli(mut b) => {
+                        b.write_all(&input)?;
+                        // Writes the final block: the stream is complete.
+                        b.into_inner()
                     }
                     Encoder::Done => Vec::new(),
                 }
@@ -365,6 +387,8 @@ mod tests {
         assert_eq!(a.best(&["zstd", "gzip"]), Some("gzip"));
         let a = AcceptEncoding::parse(&req("gzip, zstd"));
         assert_eq!(a.best(&["zstd", "gzip"]), Some("zstd"));
+        let a = AcceptEncoding::parse(&req("gzip, deflate, br"));
+        assert_eq!(a.best(&["zstd", "br", "gzip"]), Some("br"));
         let a = AcceptEncoding::parse(&req("gzip;q=0, identity"));
         assert_eq!(a.best(&["zstd", "gzip"]), None);
         let a = AcceptEncoding::parse(&req("*;q=0.3, zstd;q=0"));
@@ -425,7 +449,7 @@ mod tests {
             assert!(r.headers.get("content-encoding").is_none() || why == "encoded");
         }
         let mut r = resp("text/html", 5000);
-        assert!(cfg.start(&req("br"), &mut r, false).unwrap().is_none());
+        assert!(cfg.start(&req("deflate"), &mut r, false).unwrap().is_none());
         assert_eq!(
             r.headers["vary"], "Accept-Encoding",
             "varies even when not compressed"
@@ -440,7 +464,7 @@ mod tests {
     #[test]
     fn streams_round_trip_chunk_by_chunk() {
         let body: Vec<u8> = (0..20_000u32).flat_map(|i| i.to_le_bytes()).collect();
-        for coding in ["gzip", "zstd"] {
+        for coding in ["gzip", "zstd", "br"] {
             let mut r = resp("text/plain", body.len());
             let mut c = on().start(&req(coding), &mut r, false).unwrap().unwrap();
             let mut out = Vec::new();
@@ -453,6 +477,9 @@ mod tests {
             let mut plain = Vec::new();
             match coding {
                 "gzip" => flate2::read::GzDecoder::new(&out[..])
+                    .read_to_end(&mut plain)
+                    .unwrap(),
+                "br" => brotli::Decompressor::new(&out[..], 4096)
                     .read_to_end(&mut plain)
                     .unwrap(),
                 _ => zstd::stream::read::Decoder::new(&out[..])

@@ -5,6 +5,7 @@ compare --proxy HOST:PORT --upstream HOST:PORT --path P --accept A
     GET P through channelgate with Accept-Encoding: A and straight from the app with
     Accept-Encoding: identity; decodes channelgate's body per its Content-Encoding and
     prints JSON {status, encoding, vary, etag, upstream_etag, wire_len, equal, plain_len}.
+    Every compressed stream must also be complete (gzip, zstd and brotli end markers).
 gated --proxy HOST:PORT --path P --accept A --dir D --chunks N
     GET P (the app's /stream-gated/ view) and decodes the body as it arrives; after each
     whole line i it creates D/ack-i, which the view waits for before it sends line i+1.
@@ -27,7 +28,7 @@ def decoder(encoding):
         return d.decompress, lambda: d.flush() if d.eof else sys.exit("gzip stream not finished")
     if encoding == "zstd":
         d = zstandard.ZstdDecompressor().decompressobj()
-        return d.decompress, lambda: b""
+        return d.decompress, lambda: b"" if d.eof else sys.exit("zstd stream not finished")
     if encoding == "br":
         d = brotli.Decompressor()
         return d.process, lambda: b"" if d.is_finished() else sys.exit("brotli stream not finished")
