@@ -92,7 +92,9 @@ impl Files {
             Err(Refusal::AddSlash) => {
                 let mut resp = ResponseHeader::build(301, Some(4))?;
                 let q = session.req_header().uri.query();
-                let target = format!("{raw}/{}", q.map(|q| format!("?{q}")).unwrap_or_default());
+                // One leading slash: "//host/dir" must not become a redirect to another host.
+                let path = format!("/{}", raw.trim_start_matches('/'));
+                let target = format!("{path}/{}", q.map(|q| format!("?{q}")).unwrap_or_default());
                 resp.insert_header("location", target)?;
                 resp.insert_header("content-length", "0")?;
                 resp.insert_header(crate::proxy::headers::REQUEST_ID, request_id)?;
