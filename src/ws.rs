@@ -96,13 +96,6 @@ fn query_params(req: &RequestHeader) -> BTreeMap<String, String> {
 }
 
 impl Endpoint {
-    /// The route that claims `path`, with its parameters.
-    pub fn find(&self, path: &str) -> Option<(Arc<RouteConfig>, BTreeMap<String, String>)> {
-        self.routes
-            .iter()
-            .find_map(|r| r.path.matches(path).map(|p| (r.clone(), p)))
-    }
-
     /// Answers a request on a WebSocket route: a refusal, or a 101 and a served connection.
     pub async fn serve(
         self: &Arc<Self>,
