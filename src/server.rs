@@ -193,12 +193,10 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         add_tls_listeners(&mut proxy_service, t, store, config.server.read_buffer)?;
     }
     server.add_service(proxy_service);
-    let (reloaded, _) = tokio::sync::watch::channel(0);
     server.add_service(background_service(
         "tls reload",
         crate::tls::reload::ReloadService {
             store: tls.map(|(t, s)| (s, t.certificates.clone())),
-            reloaded,
         },
     ));
 
