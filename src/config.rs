@@ -34,6 +34,12 @@ pub struct Config {
     /// `[[ws]]`: the WebSocket routes served in-process.
     pub ws: Vec<RouteConfig>,
     pub broker: BrokerConfig,
+    /// `[tls]`: HTTPS listeners and certificates; None when the section is absent.
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// `[[static]]`: locations served from disk.
+    pub statics: Vec<crate::files::Location>,
+    /// `[compression]`: compression of proxied responses.
+    pub compression: crate::proxy::compress::CompressionConfig,
 }
 
 /// `[server]`: the client-facing listeners and process behaviour.
@@ -83,6 +89,10 @@ pub(crate) struct RawConfig {
     log: RawLog,
     ws: Vec<RawRoute>,
     broker: RawBroker,
+    tls: Option<crate::tls::config::RawTls>,
+    #[serde(rename = "static")]
+    statics: Vec<crate::files::config::RawStatic>,
+    compression: crate::proxy::compress::RawCompression,
 }
 
 #[derive(Deserialize, Default)]
@@ -163,6 +173,12 @@ impl Config {
         let log = raw.log.validate(&root.key("log"), &mut errs);
         let ws = crate::ws::config::validate_routes(raw.ws, &root.key("ws"), &mut errs);
         let broker = raw.broker.validate(&root.key("broker"), &mut errs);
+        let tls = raw.tls.map(|t| t.validate(&root.key("tls"), &mut errs));
+        let statics = crate::files::config::validate(raw.statics, &root.key("static"), &mut errs);
+        let compression = raw
+            .compression
+            .validate(&root.key("compression"), &mut errs);
+        crate::router::check_overlaps(&ws, &statics, &root, &mut errs);
         if let (Some(a), true) = (
             &admin.listen,
             server
@@ -198,6 +214,9 @@ impl Config {
             log,
             ws,
             broker,
+            tls,
+            statics,
+            compression,
         };
         errs.into_result(&file, config)
     }
@@ -524,8 +543,19 @@ mod tests {
     #[test]
     fn seed_deployment_examples_are_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/examples");
+        // [[static]] roots must exist: point them at a directory that does.
+        let root = tempfile::tempdir().unwrap();
         for name in ["catmaid", "awx", "clu"] {
-            if let Err(e) = Config::load(&dir.join(format!("{name}.toml"))) {
+            let path = dir.join(format!("{name}.toml"));
+            let text: String = std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .map(|l| match l.starts_with("root = ") {
+                    true => format!("root = \"{}\"\n", root.path().display()),
+                    false => format!("{l}\n"),
+                })
+                .collect();
+            if let Err(e) = Config::parse(&text, &path) {
                 panic!("{e}");
             }
         }

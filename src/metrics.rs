@@ -44,6 +44,32 @@ pub struct Metrics {
     pub ws: WsMetrics,
     pub hub: HubMetrics,
     pub broker: BrokerMetrics,
+    pub tls: std::sync::Arc<crate::tls::TlsMetrics>,
+    pub files: FilesMetrics,
+    pub compression: CompressionMetrics,
+}
+
+/// `[[static]]` locations and X-Accel-Redirect.
+pub struct FilesMetrics {
+    /// Answers by location (its configured prefix) and status.
+    pub responses: IntCounterVec,
+    /// File body bytes sent, by location.
+    pub bytes: IntCounterVec,
+    /// Request paths refused, by reason (bad_path, hidden).
+    pub refused: IntCounterVec,
+    /// X-Accel-Redirect answers from the app, by outcome (served, missing, refused,
+    /// no_location).
+    pub accel: IntCounterVec,
+}
+
+/// Compression of proxied responses; the ratio is `out / in` per encoding.
+pub struct CompressionMetrics {
+    /// Responses compressed, by encoding.
+    pub responses: IntCounterVec,
+    /// Body bytes before compression, by encoding.
+    pub bytes_in: IntCounterVec,
+    /// Body bytes after compression, by encoding.
+    pub bytes_out: IntCounterVec,
 }
 
 /// The group broker (RabbitMQ).
@@ -67,7 +93,7 @@ pub struct WsMetrics {
     /// Open connections by route.
     pub open: IntGaugeVec,
     /// Connection attempts by outcome: accepted, bad_handshake, origin, auth_denied,
-    /// auth_error, bad_group, overloaded.
+    /// auth_error, bad_group, overloaded, http2.
     pub connects: IntCounterVec,
     /// Frames received from clients, by kind (text, binary, ping, pong, close).
     pub frames_in: IntCounterVec,
@@ -153,7 +179,12 @@ fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
     register(reg, valid(IntCounter::new(name, help)))
 }
 
-fn counter_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(crate) fn counter_vec(
+    reg: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> IntCounterVec {
     register(
         reg,
         valid(IntCounterVec::new(Opts::new(name, help), labels)),
@@ -164,7 +195,7 @@ fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
     register(reg, valid(IntGauge::new(name, help)))
 }
 
-fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+pub(crate) fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     register(reg, valid(IntGaugeVec::new(Opts::new(name, help), labels)))
 }
 
@@ -383,13 +414,63 @@ impl Metrics {
                 &["op", "outcome"],
             ),
         };
+        let tls = std::sync::Arc::new(crate::tls::TlsMetrics::new(reg));
+        let files = FilesMetrics {
+            responses: counter_vec(
+                reg,
+                "channelgate_static_responses_total",
+                "Answers from [[static]] locations, by location prefix and status.",
+                &["location", "status"],
+            ),
+            bytes: counter_vec(
+                reg,
+                "channelgate_static_sent_bytes_total",
+                "File body bytes sent from [[static]] locations, by location prefix.",
+                &["location"],
+            ),
+            refused: counter_vec(
+                reg,
+                "channelgate_static_refused_total",
+                "Static file paths refused (traversal, escaped separators, dotfiles, symlink escapes), by reason.",
+                &["reason"],
+            ),
+            accel: counter_vec(
+                reg,
+                "channelgate_accel_redirects_total",
+                "X-Accel-Redirect answers from the app, by outcome.",
+                &["outcome"],
+            ),
+        };
+        let compression = CompressionMetrics {
+            responses: counter_vec(
+                reg,
+                "channelgate_compressed_responses_total",
+                "Proxied responses compressed, by encoding.",
+                &["encoding"],
+            ),
+            bytes_in: counter_vec(
+                reg,
+                "channelgate_compression_in_bytes_total",
+                "Proxied body bytes before compression, by encoding.",
+                &["encoding"],
+            ),
+            bytes_out: counter_vec(
+                reg,
+                "channelgate_compression_out_bytes_total",
+                "Proxied body bytes after compression, by encoding (ratio: out / in).",
+                &["encoding"],
+            ),
+        };
         Metrics {
             registry,
+            tls,
             http,
             upstream,
             ws,
             hub,
             broker,
+            files,
+            compression,
         }
     }
 
