@@ -34,6 +34,12 @@ pub struct Config {
     /// `[[ws]]`: the WebSocket routes served in-process.
     pub ws: Vec<RouteConfig>,
     pub broker: BrokerConfig,
+    /// `[tls]`: HTTPS listeners and certificates; None when the section is absent.
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// `[[static]]`: locations served from disk.
+    pub statics: Vec<crate::files::Location>,
+    /// `[compression]`: compression of proxied responses.
+    pub compression: crate::proxy::compress::CompressionConfig,
 }
 
 /// `[server]`: the client-facing listeners and process behaviour.
@@ -87,6 +93,10 @@ pub(crate) struct RawConfig {
     log: RawLog,
     ws: Vec<RawRoute>,
     broker: RawBroker,
+    tls: Option<crate::tls::config::RawTls>,
+    #[serde(rename = "static")]
+    statics: Vec<crate::files::config::RawStatic>,
+    compression: crate::proxy::compress::RawCompression,
 }
 
 #[derive(Deserialize, Default)]
@@ -98,6 +108,8 @@ pub(crate) struct RawServer {
     upgrade_sock: Option<String>,
     pid_file: Option<String>,
     trusted_proxies: Option<Vec<String>>,
+    strip_headers: Option<Vec<String>>,
+    underscores_in_headers: Option<bool>,
     read_buffer: Option<String>,
     max_header_line: Option<String>,
     max_header_size: Option<String>,
@@ -174,6 +186,12 @@ impl Config {
         let log = raw.log.validate(&root.key("log"), &mut errs);
         let ws = crate::ws::config::validate_routes(raw.ws, &root.key("ws"), &mut errs);
         let broker = raw.broker.validate(&root.key("broker"), &mut errs);
+        let tls = raw.tls.map(|t| t.validate(&root.key("tls"), &mut errs));
+        let statics = crate::files::config::validate(raw.statics, &root.key("static"), &mut errs);
+        let compression = raw
+            .compression
+            .validate(&root.key("compression"), &mut errs);
+        crate::router::check_overlaps(&ws, &statics, &root, &mut errs);
         if let (Some(a), true) = (
             &admin.listen,
             server
@@ -209,6 +227,9 @@ impl Config {
             log,
             ws,
             broker,
+            tls,
+            statics,
+            compression,
         };
         errs.into_result(&file, config)
     }
@@ -267,6 +288,13 @@ impl RawServer {
                 Err(e) => errs.add(&path.key("trusted_proxies").index(i), e),
             }
         }
+        let mut strip = Vec::new();
+        for (i, raw) in self.strip_headers.unwrap_or_default().iter().enumerate() {
+            match crate::proxy::headers::reserved::configured_name(raw) {
+                Ok(n) => strip.push(n),
+                Err(e) => errs.add(&path.key("strip_headers").index(i), e),
+            }
+        }
         let read_buffer = size_key(
             self.read_buffer.as_deref(),
             0,
@@ -316,7 +344,11 @@ impl RawServer {
             body,
             read_buffer,
             header_limits: crate::proxy::headers::HeaderLimits { line, total },
-            forwarding: crate::proxy::headers::Forwarding { trusted },
+            forwarding: crate::proxy::headers::Forwarding::new(
+                trusted,
+                strip,
+                self.underscores_in_headers.unwrap_or(false),
+            ),
             listen,
             threads,
             grace_period,
@@ -400,6 +432,33 @@ mod tests {
     }
 
     const MINIMAL: &str = "[upstream]\nservers = [\"127.0.0.1:8050\"]\n";
+
+    #[test]
+    fn hook_secret_file_must_be_private_and_strip_headers_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("hook.secret");
+        std::fs::write(&f, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let cfg = |extra: &str| {
+            format!(
+                "[server]\nstrip_headers = [\"X-Internal\"{extra}]\n[upstream]\nservers = [\"127.0.0.1:2\"]\nhook_secret_file = \"{}\"\n",
+                f.display()
+            )
+        };
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = parse(&cfg("")).unwrap_err();
+        assert_eq!(e.errors[0].key, "upstream.hook_secret_file");
+        assert!(e.errors[0].message.contains("chmod 600"), "{e:?}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = parse(&cfg("")).unwrap();
+        assert!(c.upstream.hook_secret.is_some());
+        assert_eq!(c.server.forwarding.strip[0].as_str(), "x-internal");
+        let e = parse(&cfg(", \"Host\"")).unwrap_err();
+        assert_eq!(e.errors[0].key, "server.strip_headers[1]");
+        let e = parse("[upstream]\nservers = [\"127.0.0.1:2\"]\nhook_secret = \"short\"\n")
+            .unwrap_err();
+        assert_eq!(e.errors[0].key, "upstream.hook_secret");
+    }
 
     #[test]
     fn minimal_config_takes_defaults() {
@@ -515,8 +574,19 @@ mod tests {
     #[test]
     fn seed_deployment_examples_are_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/examples");
+        // [[static]] roots must exist: point them at a directory that does.
+        let root = tempfile::tempdir().unwrap();
         for name in ["catmaid", "awx", "clu"] {
-            if let Err(e) = Config::load(&dir.join(format!("{name}.toml"))) {
+            let path = dir.join(format!("{name}.toml"));
+            let text: String = std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .map(|l| match l.starts_with("root = ") {
+                    true => format!("root = \"{}\"\n", root.path().display()),
+                    false => format!("{l}\n"),
+                })
+                .collect();
+            if let Err(e) = Config::parse(&text, &path) {
                 panic!("{e}");
             }
         }

@@ -13,6 +13,29 @@ use pingora_prometheus::prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+/// The `code` label of `channelgate_ws_closes_total`: a close code registered by RFC 6455
+/// (or 1012-1015 from the IANA registry), else `other`, so no client picks label values.
+pub fn close_code_label(code: u16) -> &'static str {
+    match code {
+        1000 => "1000",
+        1001 => "1001",
+        1002 => "1002",
+        1003 => "1003",
+        1005 => "1005",
+        1006 => "1006",
+        1007 => "1007",
+        1008 => "1008",
+        1009 => "1009",
+        1010 => "1010",
+        1011 => "1011",
+        1012 => "1012",
+        1013 => "1013",
+        1014 => "1014",
+        1015 => "1015",
+        _ => "other",
+    }
+}
+
 /// Every metric channelgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -22,6 +45,32 @@ pub struct Metrics {
     pub hub: HubMetrics,
     pub broker: BrokerMetrics,
     pub edge: EdgeMetrics,
+    pub tls: std::sync::Arc<crate::tls::TlsMetrics>,
+    pub files: FilesMetrics,
+    pub compression: CompressionMetrics,
+}
+
+/// `[[static]]` locations and X-Accel-Redirect.
+pub struct FilesMetrics {
+    /// Answers by location (its configured prefix) and status.
+    pub responses: IntCounterVec,
+    /// File body bytes sent, by location.
+    pub bytes: IntCounterVec,
+    /// Request paths refused, by reason (bad_path, hidden).
+    pub refused: IntCounterVec,
+    /// X-Accel-Redirect answers from the app, by outcome (served, missing, refused,
+    /// no_location).
+    pub accel: IntCounterVec,
+}
+
+/// Compression of proxied responses; the ratio is `out / in` per encoding.
+pub struct CompressionMetrics {
+    /// Responses compressed, by encoding.
+    pub responses: IntCounterVec,
+    /// Body bytes before compression, by encoding.
+    pub bytes_in: IntCounterVec,
+    /// Body bytes after compression, by encoding.
+    pub bytes_out: IntCounterVec,
 }
 
 /// Client connections, timeouts and buffering ([`crate::proxy::limits`],
@@ -65,7 +114,7 @@ pub struct WsMetrics {
     /// Open connections by route.
     pub open: IntGaugeVec,
     /// Connection attempts by outcome: accepted, bad_handshake, origin, auth_denied,
-    /// auth_error, bad_group, overloaded.
+    /// auth_error, bad_group, overloaded, http2.
     pub connects: IntCounterVec,
     /// Frames received from clients, by kind (text, binary, ping, pong, close).
     pub frames_in: IntCounterVec,
@@ -113,8 +162,12 @@ pub struct HttpMetrics {
     /// shutdown, error).
     pub upgrades_ended: IntCounterVec,
     /// Requests refused before routing, by reason (uri_too_long, header_line_too_large,
-    /// headers_too_large).
+    /// headers_too_large, bad_content_length).
     pub refused: IntCounterVec,
+    /// Client headers removed before a request reached the app, by kind (reserved:
+    /// `X-Channelgate-*`; configured: `[server] strip_headers`; underscore: names with `_`;
+    /// x_real_ip: replaced).
+    pub stripped_headers: IntCounterVec,
 }
 
 /// The upstream pool.
@@ -147,7 +200,12 @@ fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
     register(reg, valid(IntCounter::new(name, help)))
 }
 
-fn counter_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(crate) fn counter_vec(
+    reg: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> IntCounterVec {
     register(
         reg,
         valid(IntCounterVec::new(Opts::new(name, help), labels)),
@@ -158,7 +216,7 @@ fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
     register(reg, valid(IntGauge::new(name, help)))
 }
 
-fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+pub(crate) fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     register(reg, valid(IntGaugeVec::new(Opts::new(name, help), labels)))
 }
 
@@ -218,6 +276,12 @@ impl Metrics {
                 "channelgate_http_refused_total",
                 "Requests refused before routing, by reason.",
                 &["reason"],
+            ),
+            stripped_headers: counter_vec(
+                reg,
+                "channelgate_http_stripped_headers_total",
+                "Client headers removed before reaching the app, by kind.",
+                &["kind"],
             ),
             upgrades: counter_vec(
                 reg,
@@ -371,6 +435,53 @@ impl Metrics {
                 &["op", "outcome"],
             ),
         };
+        let tls = std::sync::Arc::new(crate::tls::TlsMetrics::new(reg));
+        let files = FilesMetrics {
+            responses: counter_vec(
+                reg,
+                "channelgate_static_responses_total",
+                "Answers from [[static]] locations, by location prefix and status.",
+                &["location", "status"],
+            ),
+            bytes: counter_vec(
+                reg,
+                "channelgate_static_sent_bytes_total",
+                "File body bytes sent from [[static]] locations, by location prefix.",
+                &["location"],
+            ),
+            refused: counter_vec(
+                reg,
+                "channelgate_static_refused_total",
+                "Static file paths refused (traversal, escaped separators, dotfiles, symlink escapes), by reason.",
+                &["reason"],
+            ),
+            accel: counter_vec(
+                reg,
+                "channelgate_accel_redirects_total",
+                "X-Accel-Redirect answers from the app, by outcome.",
+                &["outcome"],
+            ),
+        };
+        let compression = CompressionMetrics {
+            responses: counter_vec(
+                reg,
+                "channelgate_compressed_responses_total",
+                "Proxied responses compressed, by encoding.",
+                &["encoding"],
+            ),
+            bytes_in: counter_vec(
+                reg,
+                "channelgate_compression_in_bytes_total",
+                "Proxied body bytes before compression, by encoding.",
+                &["encoding"],
+            ),
+            bytes_out: counter_vec(
+                reg,
+                "channelgate_compression_out_bytes_total",
+                "Proxied body bytes after compression, by encoding (ratio: out / in).",
+                &["encoding"],
+            ),
+        };
         let edge = EdgeMetrics {
             connections_refused: counter_vec(
                 reg,
@@ -414,11 +525,14 @@ impl Metrics {
         Metrics {
             registry,
             edge,
+            tls,
             http,
             upstream,
             ws,
             hub,
             broker,
+            files,
+            compression,
         }
     }
 
@@ -491,6 +605,15 @@ mod tests {
         ] {
             assert!(text.contains(series), "{series} missing");
         }
+    }
+
+    #[test]
+    fn close_codes_are_a_bounded_set() {
+        assert_eq!(close_code_label(1000), "1000");
+        assert_eq!(close_code_label(1011), "1011");
+        assert_eq!(close_code_label(4321), "other");
+        assert_eq!(close_code_label(1004), "other");
+        assert_eq!(close_code_label(0), "other");
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub struct RunOptions {
 pub enum StartError {
     #[error("upstream server address: {0}")]
     Upstream(#[source] std::io::Error),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::StartError),
+    #[error("TLS listener settings: {0}")]
+    TlsSettings(#[source] Box<pingora::Error>),
 }
 
 fn pingora_conf(config: &Config) -> ServerConf {
@@ -69,7 +73,11 @@ fn add_address<A>(service: &mut Service<A>, addr: &Address, read_buffer: usize) 
 
 /// The client listeners' application: connection limits, client timeouts and request
 /// buffering in front of the proxy (see [`crate::proxy::limits::edge`]).
-fn edge(config: &Config, proxy: pingora::proxy::HttpProxy<Proxy>, metrics: &Arc<Metrics>) -> Edge {
+fn client_edge(
+    config: &Config,
+    proxy: pingora::proxy::HttpProxy<Proxy>,
+    metrics: &Arc<Metrics>,
+) -> Edge {
     let s = &config.server;
     Edge {
         proxy: Arc::new(proxy),
@@ -90,6 +98,33 @@ fn edge(config: &Config, proxy: pingora::proxy::HttpProxy<Proxy>, metrics: &Arc<
     }
 }
 
+/// Adds the `[tls] listen` addresses, sharing one certificate store (SNI, reload).
+fn add_tls_listeners<A>(
+    service: &mut Service<A>,
+    t: &crate::tls::TlsConfig,
+    store: &crate::tls::CertStore,
+    read_buffer: usize,
+) -> Result<(), StartError> {
+    use crate::tls::listener;
+    for addr in &t.listen {
+        let settings = listener::settings(t, store).map_err(StartError::TlsSettings)?;
+        service.add_listener(
+            ListenerConfig::tcp(addr.to_string())
+                .tls(settings)
+                .l4_buffer(L4BufferSettings::default().read(read_buffer)),
+        );
+    }
+    if t.acme
+        .as_ref()
+        .is_some_and(|a| a.challenge == crate::tls::Challenge::TlsAlpn01)
+    {
+        service
+            .endpoints()
+            .set_pre_tls_callback(Arc::new(listener::AlpnChallenge::new(store)));
+    }
+    Ok(())
+}
+
 /// Builds the server; `run` then blocks until shutdown.
 pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
     let opt = Opt {
@@ -100,6 +135,15 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
     server.bootstrap();
     let metrics = Arc::new(Metrics::new());
     let drain = Drain::new();
+
+    // Certificate files are checked before anything listens: Pingora panics on a bad one.
+    let tls = match &config.tls {
+        Some(t) => Some((t, crate::tls::prepare(t, metrics.tls.clone())?)),
+        None => None,
+    };
+    crate::tls::handshake_log::install(metrics.tls.clone());
+    // Filled by the ACME client (http-01), served by the plain listeners.
+    let http01 = crate::tls::Http01Tokens::default();
 
     let (upstreams, health) =
         Upstreams::new(&config.upstream, &metrics).map_err(StartError::Upstream)?;
@@ -133,30 +177,50 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
             bridges.insert(route.path.to_string(), bridge);
         }
     }
+    let ws_routes: Vec<_> = config.ws.iter().cloned().map(Arc::new).collect();
     let ws = Arc::new(Endpoint {
-        routes: config.ws.iter().cloned().map(Arc::new).collect(),
+        routes: ws_routes.clone(),
         hub,
         broker: broker.clone(),
         upstreams: upstreams.clone(),
         metrics: metrics.clone(),
         drain: drain.clone(),
         shutdown: ws_shutdown_rx,
-        forwarding: config.server.forwarding.clone(),
+        forwarding: config
+            .server
+            .forwarding
+            .counted(&metrics.http.stripped_headers),
         unbuffer_streams: config.server.read_buffer == 0,
         bridges,
     });
+    crate::logging::head_errors::observe(&metrics.http.refused, config.log.access_log);
+    let files = Arc::new(crate::files::Files {
+        locations: config.statics.iter().cloned().map(Arc::new).collect(),
+        metrics: metrics.clone(),
+    });
+    let edge = config
+        .tls
+        .as_ref()
+        .map(|t| Arc::new(crate::tls::Edge::new(t, http01.clone())));
     let proxy = Proxy {
         upstreams: upstreams.clone(),
         ws,
+        router: crate::router::Router::new(ws_routes, files.clone()).with_edge(edge.clone()),
+        files,
+        compression: config.compression.clone(),
         metrics: metrics.clone(),
         drain: drain.clone(),
         access_log: config.log.access_log,
-        forwarding: config.server.forwarding.clone(),
+        forwarding: config
+            .server
+            .forwarding
+            .counted(&metrics.http.stripped_headers),
         header_limits: config.server.header_limits,
+        tls: edge,
     };
     let mut proxy_service = Service::new(
         "channelgate proxy".to_string(),
-        edge(
+        client_edge(
             config,
             pingora::proxy::http_proxy(&server.configuration, proxy),
             &metrics,
@@ -165,7 +229,16 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
     for addr in &config.server.listen {
         add_address(&mut proxy_service, addr, config.server.read_buffer);
     }
+    if let Some((t, store)) = &tls {
+        add_tls_listeners(&mut proxy_service, t, store, config.server.read_buffer)?;
+    }
     server.add_service(proxy_service);
+    server.add_service(background_service(
+        "tls reload",
+        crate::tls::reload::ReloadService {
+            store: tls.map(|(t, s)| (s, t.certificates.clone())),
+        },
+    ));
 
     if let Some(addr) = &config.admin.listen {
         let mut admin = Service::new(
@@ -193,6 +266,14 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         },
     ));
     Ok(server)
+}
+
+/// Writes this process's id to `[server] pid_file` (Pingora writes it only when it
+/// daemonizes), so that `channelgate reload` can find a foreground (systemd) instance.
+pub fn write_pid_file(path: &std::path::Path) {
+    if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+        tracing::warn!(pid_file = %path.display(), error = %e, "cannot write the pid file; `channelgate reload` will not find this instance");
+    }
 }
 
 /// Serves until SIGTERM/SIGINT and the drain are over.

@@ -118,6 +118,9 @@ pub fn render(c: &Config) -> String {
         u.keepalive,
         show_duration(u.keepalive_timeout)
     ));
+    for l in trust_lines(c) {
+        line(l);
+    }
     if c.ws.is_empty() {
         line(
             "routes:      no WebSocket routes; every upgrade is passed through to the upstream"
@@ -177,6 +180,53 @@ pub fn render(c: &Config) -> String {
             r.slow_client
         ));
     }
+    if c.statics.is_empty() {
+        line("static:      no [[static]] locations; X-Accel-Redirect answers get 502".into());
+    } else {
+        line(format!(
+            "static:      {} location(s) served from disk",
+            c.statics.len()
+        ));
+    }
+    for s in &c.statics {
+        let mut notes = Vec::new();
+        if s.internal {
+            notes.push("internal (X-Accel-Redirect only)".to_string());
+        }
+        if let Some(e) = s.expires {
+            notes.push(format!("expires {}", show_duration(e)));
+        }
+        if !s.precompressed.is_empty() {
+            let p: Vec<&str> = s.precompressed.iter().map(|e| e.token()).collect();
+            notes.push(format!("precompressed {}", p.join(", ")));
+        }
+        if let Some(i) = &s.index {
+            notes.push(format!("index {i}"));
+        }
+        if s.fallback == crate::files::Fallback::Upstream {
+            notes.push("missing files go to the upstream".into());
+        }
+        if s.follow_symlinks {
+            notes.push("follows symlinks out of the root".into());
+        }
+        line(format!(
+            "  - {} -> {}  {}",
+            s.prefix,
+            s.root.display(),
+            notes.join("; ")
+        ));
+    }
+    let z = &c.compression;
+    line(if z.enabled {
+        format!(
+            "compression: zstd, br, gzip at level {} for {} type(s) from {} bytes",
+            z.level,
+            z.types.len(),
+            z.min_size
+        )
+    } else {
+        "compression: off".to_string()
+    });
     match &c.broker {
         crate::broker::BrokerConfig::Memory => {
             line("broker:      memory (this process only)".into())
@@ -194,11 +244,55 @@ pub fn render(c: &Config) -> String {
             a.prefetch
         )),
     }
+    if let Some(t) = &c.tls {
+        line(crate::tls::summary(t).trim_end().to_string());
+    }
     line(format!(
         "log:         level \"{}\", access log {}, {:?} format",
         c.log.level,
         if c.log.access_log { "on" } else { "off" },
         c.log.format
     ));
+    out
+}
+
+/// What the app can trust: stripped headers, X-Real-IP, signed calls; a warning when
+/// routes call the app unsigned.
+fn trust_lines(c: &Config) -> Vec<String> {
+    let f = &c.server.forwarding;
+    let mut out = Vec::new();
+    let mut stripped = vec!["X-Channelgate-*".to_string()];
+    stripped.extend(f.strip.iter().map(|h| h.to_string()));
+    if !f.underscores {
+        stripped.push("names with _".into());
+    }
+    out.push(format!(
+        "trust:       client headers never passed to the app: {}; X-Real-IP set from the client address",
+        stripped.join(", ")
+    ));
+    if !f.trusted.is_empty() {
+        out.push(format!(
+            "  trusted proxies: {} (their X-Forwarded-Proto/-Host and X-Real-IP are kept)",
+            f.trusted.len()
+        ));
+    }
+    let calling: Vec<String> = c
+        .ws
+        .iter()
+        .filter(|r| {
+            r.auth.is_some() || r.authorize.is_some() || matches!(r.inbound, Inbound::Http { .. })
+        })
+        .map(|r| r.path.to_string())
+        .collect();
+    match (&c.upstream.hook_secret, calling.is_empty()) {
+        (Some(_), _) => out.push(
+            "  hook calls: signed (X-Channelgate-Signature: t=...,v1=HMAC-SHA256), verify with channelgate.verify / @channelgate_hook".into(),
+        ),
+        (None, true) => {}
+        (None, false) => out.push(format!(
+            "warning: route(s) {} call the app (auth/authorize/inbound http) unsigned: without [upstream] hook_secret_file the app can trust their X-Channelgate-* headers only if no client can reach it directly (network isolation)",
+            calling.join(", ")
+        )),
+    }
     out
 }

@@ -32,6 +32,9 @@ pub struct UpstreamConfig {
     pub request_buffering: crate::proxy::buffer::RequestBuffering,
     /// `response_buffering`, `response_buffer_memory`, `response_buffer_max`.
     pub response_buffering: crate::proxy::buffer::ResponseBuffering,
+    /// `hook_secret` / `hook_secret_file`: signs every request channelgate itself makes to
+    /// the app (see [`super::signing`]). Default none: those requests are unsigned.
+    pub hook_secret: Option<super::signing::HookSecret>,
 }
 
 /// Active health checks, run in the background against every server.
@@ -74,6 +77,8 @@ pub(crate) struct RawUpstream {
     response_buffering: Option<bool>,
     response_buffer_memory: Option<String>,
     response_buffer_max: Option<String>,
+    hook_secret: Option<String>,
+    hook_secret_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -146,10 +151,68 @@ impl RawUpstream {
                 errs,
             ),
             retries: self.retries.unwrap_or(1),
+            hook_secret: hook_secret(self.hook_secret, self.hook_secret_file, path, errs),
             health_check: self
                 .health_check
                 .unwrap_or_default()
                 .validate(&path.key("health_check"), errs),
+        }
+    }
+}
+
+/// The secret from `hook_secret` or (preferred) `hook_secret_file`, a file only its owner
+/// may read, like an ssh key.
+fn hook_secret(
+    inline: Option<String>,
+    file: Option<String>,
+    path: &KeyPath,
+    errs: &mut Errors,
+) -> Option<super::signing::HookSecret> {
+    use std::os::unix::fs::PermissionsExt;
+    let (raw, key) = match (inline, file) {
+        (None, None) => return None,
+        (Some(_), Some(_)) => {
+            errs.add(
+                &path.key("hook_secret"),
+                "set hook_secret or hook_secret_file, not both",
+            );
+            return None;
+        }
+        (Some(s), None) => (s, path.key("hook_secret")),
+        (None, Some(f)) => {
+            let key = path.key("hook_secret_file");
+            let meta = match std::fs::metadata(&f) {
+                Ok(m) => m,
+                Err(e) => {
+                    errs.add(&key, format!("cannot read `{f}`: {e}"));
+                    return None;
+                }
+            };
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                errs.add(
+                    &key,
+                    format!(
+                        "`{f}` is readable by others (mode {:o}); run `chmod 600 {f}`",
+                        mode & 0o777
+                    ),
+                );
+                return None;
+            }
+            match std::fs::read_to_string(&f) {
+                Ok(s) => (s, key),
+                Err(e) => {
+                    errs.add(&key, format!("cannot read `{f}`: {e}"));
+                    return None;
+                }
+            }
+        }
+    };
+    match super::signing::HookSecret::new(&raw) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            errs.add(&key, format!("the secret {e}"));
+            None
         }
     }
 }

@@ -43,6 +43,7 @@ pub fn subrequest(
     client: Option<IpAddr>,
     request_id: &str,
     channel: &str,
+    https: bool,
 ) -> pingora::Result<RequestHeader> {
     let mut sub = RequestHeader::build("GET", cfg_path.as_bytes(), None)?;
     for name in PASSED
@@ -56,8 +57,9 @@ pub fn subrequest(
     let uri = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     sub.insert_header("x-original-uri", uri)?;
     sub.insert_header("x-original-method", req.method.as_str())?;
+    // First what the client sent is cleaned, then channelgate's own statement is added.
+    forwarding.apply(&mut sub, client, request_id, https);
     sub.insert_header("x-channelgate-channel", channel)?;
-    forwarding.apply(&mut sub, client, request_id);
     Ok(sub)
 }
 
@@ -264,6 +266,7 @@ mod tests {
             Some("127.0.0.2".parse().unwrap()),
             "rid",
             "ch!x",
+            false,
         )
         .unwrap();
         assert_eq!(sub.uri.path(), "/ws-auth/");
