@@ -143,7 +143,7 @@ fn connection_limits_refuse_and_count() {
     );
     // Two idle connections from 127.0.0.1 are the per-address limit.
     let held: Vec<TcpStream> = (0..2).map(|_| connect(&cg)).collect();
-    wait_for("two connections admitted", Duration::from_secs(10), || {
+    wait_for("two connections admitted", Duration::from_secs(30), || {
         cg.metric("channelgate_client_connections") == 2.0
     });
     let mut s = connect(&cg);

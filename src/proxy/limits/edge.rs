@@ -115,7 +115,14 @@ impl Edge {
             .await;
             let (head, rest) = match head {
                 Head::Complete { head, rest } => (head, rest),
-                Head::Closed | Head::Shutdown => return,
+                Head::Closed { partial } => {
+                    if partial {
+                        // Counted as Pingora's own head reader counted it before.
+                        self.refused_request("incomplete_head");
+                    }
+                    return;
+                }
+                Head::Shutdown => return,
                 Head::Idle => return self.timeout("keepalive"),
                 Head::Timeout { partial } => {
                     self.timeout("header");

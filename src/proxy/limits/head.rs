@@ -15,8 +15,8 @@ use crate::proxy::buffer::stream::ClientStream;
 pub enum Head {
     /// `head` is the complete request head; `rest` what was read past it.
     Complete { head: BytesMut, rest: BytesMut },
-    /// The client closed (or reset) the connection between requests or mid-head.
-    Closed,
+    /// The client closed (or reset) the connection; `partial`: in the middle of a head.
+    Closed { partial: bool },
     /// Nothing arrived within `keepalive_timeout` after the previous request.
     Idle,
     /// The head was not complete within `header_timeout`; `partial`: some of it came.
@@ -62,7 +62,11 @@ pub async fn read(
             _ = shutdown.changed(), if idle => return Head::Shutdown,
         };
         match read {
-            Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return Head::Closed {
+                    partial: !buf.is_empty(),
+                }
+            }
             Ok(Ok(_)) => {
                 head_deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
             }
