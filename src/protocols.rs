@@ -128,7 +128,7 @@ async fn ask(
     let outcome = match build() {
         Ok(req) => ep.upstreams.call(req, Bytes::new(), timeout).await,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot build the authorize request");
+            crate::client_warn!("authorize_unbuildable", error = %e, "cannot build the authorize request");
             return false;
         }
     };
@@ -140,7 +140,7 @@ async fn ask(
                 .inbound
                 .with_label_values(&["authorize", "error"])
                 .inc();
-            tracing::warn!(channel = %conn.channel, group, error = %e, "authorize request failed; denying");
+            crate::client_warn!("authorize_failed", channel = %conn.channel, group, error = %e, "authorize request failed; denying");
             false
         }
     }

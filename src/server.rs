@@ -96,7 +96,7 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
     for (i, route) in config.ws.iter().enumerate() {
         if let Protocol::AmqpBridge(b) = &route.protocol {
             let url = b.url.clone().unwrap_or_else(|| match &config.broker {
-                BrokerConfig::Amqp(a) => a.url.clone(),
+                BrokerConfig::Amqp(a) => a.urls[0].clone(), // never empty (validated)
                 BrokerConfig::Memory => crate::broker::DEFAULT_AMQP_URL.to_string(),
             });
             let bridge = Bridge::new(b.clone(), url, i, hub.clone(), metrics.clone());
@@ -116,7 +116,10 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         metrics: metrics.clone(),
         drain: drain.clone(),
         shutdown: ws_shutdown_rx,
-        forwarding: config.server.forwarding.clone(),
+        forwarding: config
+            .server
+            .forwarding
+            .counted(&metrics.http.stripped_headers),
         unbuffer_streams: config.server.read_buffer == 0,
         bridges,
     });
@@ -124,6 +127,7 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         locations: config.statics.iter().cloned().map(Arc::new).collect(),
         metrics: metrics.clone(),
     });
+    crate::logging::head_errors::observe(&metrics.http.refused, config.log.access_log);
     let proxy = Proxy {
         upstreams: upstreams.clone(),
         ws,
@@ -133,7 +137,10 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         metrics: metrics.clone(),
         drain: drain.clone(),
         access_log: config.log.access_log,
-        forwarding: config.server.forwarding.clone(),
+        forwarding: config
+            .server
+            .forwarding
+            .counted(&metrics.http.stripped_headers),
         header_limits: config.server.header_limits,
     };
     let mut proxy_service = pingora::proxy::http_proxy_service_with_name(

@@ -17,6 +17,9 @@ pub struct UpstreamConfig {
     pub read_timeout: Duration,
     /// Longest wait while sending the request to a server. Default 60s.
     pub write_timeout: Duration,
+    /// A WebSocket pass-through tunnel with no bytes either way for this long is closed.
+    /// Default 1h.
+    pub tunnel_idle_timeout: Duration,
     /// Idle connections kept open per process for reuse. Default 128; 0 disables reuse.
     pub keepalive: usize,
     /// How long an idle pooled connection is kept. Default 1s: below gunicorn's own
@@ -25,6 +28,9 @@ pub struct UpstreamConfig {
     /// Extra attempts on another server after a connect failure, for idempotent requests. Default 1.
     pub retries: usize,
     pub health_check: HealthCheckConfig,
+    /// `hook_secret` / `hook_secret_file`: signs every request channelgate itself makes to
+    /// the app (see [`super::signing`]). Default none: those requests are unsigned.
+    pub hook_secret: Option<super::signing::HookSecret>,
 }
 
 /// Active health checks, run in the background against every server.
@@ -56,10 +62,13 @@ pub(crate) struct RawUpstream {
     connect_timeout: Option<String>,
     read_timeout: Option<String>,
     write_timeout: Option<String>,
+    tunnel_idle_timeout: Option<String>,
     keepalive: Option<usize>,
     keepalive_timeout: Option<String>,
     retries: Option<usize>,
     health_check: Option<RawHealthCheck>,
+    hook_secret: Option<String>,
+    hook_secret_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -111,6 +120,7 @@ impl RawUpstream {
             connect_timeout: dur(self.connect_timeout, "connect_timeout", 2, errs),
             read_timeout: dur(self.read_timeout, "read_timeout", 60, errs),
             write_timeout: dur(self.write_timeout, "write_timeout", 60, errs),
+            tunnel_idle_timeout: dur(self.tunnel_idle_timeout, "tunnel_idle_timeout", 3600, errs),
             keepalive: self.keepalive.unwrap_or(128),
             keepalive_timeout: values::duration(
                 self.keepalive_timeout.as_deref(),
@@ -120,10 +130,68 @@ impl RawUpstream {
                 errs,
             ),
             retries: self.retries.unwrap_or(1),
+            hook_secret: hook_secret(self.hook_secret, self.hook_secret_file, path, errs),
             health_check: self
                 .health_check
                 .unwrap_or_default()
                 .validate(&path.key("health_check"), errs),
+        }
+    }
+}
+
+/// The secret from `hook_secret` or (preferred) `hook_secret_file`, a file only its owner
+/// may read, like an ssh key.
+fn hook_secret(
+    inline: Option<String>,
+    file: Option<String>,
+    path: &KeyPath,
+    errs: &mut Errors,
+) -> Option<super::signing::HookSecret> {
+    use std::os::unix::fs::PermissionsExt;
+    let (raw, key) = match (inline, file) {
+        (None, None) => return None,
+        (Some(_), Some(_)) => {
+            errs.add(
+                &path.key("hook_secret"),
+                "set hook_secret or hook_secret_file, not both",
+            );
+            return None;
+        }
+        (Some(s), None) => (s, path.key("hook_secret")),
+        (None, Some(f)) => {
+            let key = path.key("hook_secret_file");
+            let meta = match std::fs::metadata(&f) {
+                Ok(m) => m,
+                Err(e) => {
+                    errs.add(&key, format!("cannot read `{f}`: {e}"));
+                    return None;
+                }
+            };
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                errs.add(
+                    &key,
+                    format!(
+                        "`{f}` is readable by others (mode {:o}); run `chmod 600 {f}`",
+                        mode & 0o777
+                    ),
+                );
+                return None;
+            }
+            match std::fs::read_to_string(&f) {
+                Ok(s) => (s, key),
+                Err(e) => {
+                    errs.add(&key, format!("cannot read `{f}`: {e}"));
+                    return None;
+                }
+            }
+        }
+    };
+    match super::signing::HookSecret::new(&raw) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            errs.add(&key, format!("the secret {e}"));
+            None
         }
     }
 }

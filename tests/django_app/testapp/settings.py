@@ -7,6 +7,8 @@ Environment:
   TESTAPP_UNHEALTHY_FILE  if this path exists, GET /healthz answers 503
   TESTAPP_PROTECTED_ROOT  the directory django-sendfile2 hands out (SENDFILE_ROOT), served
                           by channelgate's internal location /protected/
+  CHANNELGATE_HOOK_SECRET channelgate's [upstream] hook_secret, for the /hook/ views
+                          (hook_views.py, verified by the channelgate package)
 """
 import os
 import tempfile
@@ -40,6 +42,8 @@ PREPEND_WWW = False
 SENDFILE_BACKEND = "django_sendfile.backends.nginx"
 SENDFILE_ROOT = os.environ.get("TESTAPP_PROTECTED_ROOT", "/nonexistent")
 SENDFILE_URL = "/protected"
+# The channelgate package's @channelgate_hook verifies channelgate's signed calls with it.
+CHANNELGATE_HOOK_SECRET = os.environ.get("CHANNELGATE_HOOK_SECRET")
 
 ROOT_URLCONF = "testapp.urls"
 WSGI_APPLICATION = "testapp.wsgi.application"
