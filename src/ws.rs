@@ -31,9 +31,15 @@ use crate::metrics::Metrics;
 use crate::shutdown::Drain;
 use crate::upstream::Upstreams;
 
-/// Most bytes a connection's write buffer may hold: the largest message the broker takes
-/// (16 MiB), the write batch (1460) and a pong (127).
-const MAX_WRITE_BUFFER: usize = crate::publish::MAX_BODY * 16 + 1460 + 127 + 14;
+/// Most bytes a connection's write buffer may hold besides one frame's payload: the write
+/// batch (1460), a pong (127) and frame headers.
+const WRITE_BUFFER_SLACK: usize = 1460 + 127 + 14 * 2;
+
+/// The largest payload a connection may be sent: a broker message (16 MiB), or an echo of
+/// the largest message the route accepts.
+fn largest_frame(route: &RouteConfig) -> usize {
+    (crate::publish::MAX_BODY * 16).max(route.max_message)
+}
 
 /// Everything a WebSocket connection needs, shared by all of them.
 pub struct Endpoint {
@@ -272,7 +278,7 @@ impl Endpoint {
             // The loop writes a frame only once the last one is flushed and reads nothing
             // while a pong waits, so this holds one frame and one pong; the bound is the
             // largest frame channelgate sends (a broker message) and a pong.
-            .max_write_buffer_size(MAX_WRITE_BUFFER)
+            .max_write_buffer_size(largest_frame(&route) + WRITE_BUFFER_SLACK)
             .max_message_size(Some(route.max_message))
             .max_frame_size(Some(route.max_message));
         let stream = if self.unbuffer_streams {
