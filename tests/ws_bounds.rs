@@ -14,46 +14,30 @@ use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    app: Gunicorn,
-    cg: Channelgate,
-}
-
-/// gunicorn (told channelgate's admin URL) and channelgate with `routes`.
-fn setup(server_extra: &str, routes: &str) -> Setup {
-    let dir = tempdir();
-    let ports = (free_port(), free_port());
-    let admin = format!("http://127.0.0.1:{}", ports.1);
-    let app = Gunicorn::start_with_env(
-        dir.path(),
-        "app",
-        Bind::Tcp(free_port()),
-        &[("CHANNELGATE_ADMIN", admin)],
-    );
-    let body = format!(
-        "[upstream]\nservers = [\"{}\"]\n\n{routes}",
-        app.bind.config_addr()
-    );
-    let cg = Channelgate::start_on(dir.path(), ports, server_extra, &body);
-    Setup {
-        _dir: dir,
-        app,
-        cg,
-    }
+fn setup(server_extra: &str, routes: &str) -> WithApp {
+    with_app(server_extra, routes)
 }
 
 fn publish(cg: &Channelgate, http: &reqwest::blocking::Client, group: &str, text: &str) {
-    let r = http
-        .post(format!(
-            "http://127.0.0.1:{}/publish/{group}",
-            cg.admin_port
-        ))
-        .header("content-type", "text/plain")
-        .body(text.to_string())
-        .send()
-        .expect("publish");
-    assert_eq!(r.status(), 200, "publish {text}");
+    let (status, _) = publish_with(http, cg, group, text, "text/plain");
+    assert_eq!(status, 200, "publish {text}");
+}
+
+/// Sends a ping with `payload` and waits for its pong (other frames are skipped).
+async fn assert_answers_pings(ws: &mut Ws, payload: &[u8]) {
+    ws.send(Message::Ping(payload.to_vec().into()))
+        .await
+        .expect("send a ping");
+    loop {
+        match tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("a pong within 15s")
+        {
+            Some(Ok(Message::Pong(p))) => break assert_eq!(&p[..], payload),
+            Some(Ok(_)) => {}
+            other => panic!("no pong, the connection ended: {other:?}"),
+        }
+    }
 }
 
 /// Opens a WebSocket over a plain blocking socket, so the test decides when (never) to
@@ -136,14 +120,7 @@ fn a_pinging_client_that_never_reads_is_closed_and_memory_stays_flat() {
     let rt = rt();
     rt.block_on(async {
         let mut ws = connect(&s.cg.addr(), "/ws/p/").await;
-        ws.send(Message::Ping(b"x".to_vec().into())).await.unwrap();
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Pong(p))) => break assert_eq!(&p[..], b"x"),
-                Some(Ok(_)) => {}
-                other => panic!("no pong: {other:?}"),
-            }
-        }
+        assert_answers_pings(&mut ws, b"x").await;
     });
 }
 
@@ -183,9 +160,11 @@ fn an_inbound_flood_is_closed_or_dropped_at_the_rate_while_others_receive_everyt
     });
     let mut flooder = rt.block_on(connect(&addr, "/ws/chat/"));
     rt.block_on(flood(&mut flooder, "m", 5000));
-    wait_for("the flooder closed with 1008", Duration::from_secs(30), || {
-        m("channelgate_ws_closes_total{code=\"1008\"}") == 1.0
-    });
+    wait_for(
+        "the flooder closed with 1008",
+        Duration::from_secs(30),
+        || m("channelgate_ws_closes_total{code=\"1008\"}") == 1.0,
+    );
     // Every frame the bucket let through is published or (queued behind the close)
     // abandoned; wait until all are accounted for.
     let passed = || {
@@ -196,9 +175,11 @@ fn an_inbound_flood_is_closed_or_dropped_at_the_rate_while_others_receive_everyt
         m("channelgate_ws_inbound_total{mode=\"group\",outcome=\"ok\"}")
             + m("channelgate_ws_inbound_total{mode=\"group\",outcome=\"abandoned\"}")
     };
-    wait_for("the flooder's frames settled", Duration::from_secs(30), || {
-        settled() == passed()
-    });
+    wait_for(
+        "the flooder's frames settled",
+        Duration::from_secs(30),
+        || settled() == passed(),
+    );
     let published = m("channelgate_ws_inbound_total{mode=\"group\",outcome=\"ok\"}") as usize;
     assert!(
         (40..1000).contains(&published),
@@ -230,39 +211,35 @@ fn an_inbound_flood_is_closed_or_dropped_at_the_rate_while_others_receive_everyt
     let limited_before = m("channelgate_ws_inbound_total{mode=\"group\",outcome=\"rate_limited\"}");
     let ok_before = m("channelgate_ws_inbound_total{mode=\"group\",outcome=\"ok\"}");
     rt.block_on(flood(&mut flooder, "d", 2000));
-    wait_for("the lenient flood accounted for", Duration::from_secs(30), || {
-        let limited =
-            m("channelgate_ws_inbound_total{mode=\"group\",outcome=\"rate_limited\"}") - limited_before;
-        let ok = m("channelgate_ws_inbound_total{mode=\"group\",outcome=\"ok\"}") - ok_before;
-        limited + ok == 2000.0
-    });
-    let ok = (m("channelgate_ws_inbound_total{mode=\"group\",outcome=\"ok\"}") - ok_before) as usize;
+    wait_for(
+        "the lenient flood accounted for",
+        Duration::from_secs(30),
+        || {
+            let limited =
+                m("channelgate_ws_inbound_total{mode=\"group\",outcome=\"rate_limited\"}")
+                    - limited_before;
+            let ok = m("channelgate_ws_inbound_total{mode=\"group\",outcome=\"ok\"}") - ok_before;
+            limited + ok == 2000.0
+        },
+    );
+    let ok =
+        (m("channelgate_ws_inbound_total{mode=\"group\",outcome=\"ok\"}") - ok_before) as usize;
     assert!((40..1000).contains(&ok), "{ok} of 2,000 got through");
     rt.block_on(async {
         // The listener gets exactly what got through, in order (numbers may skip).
         let mut last = -1i64;
         for _ in 0..ok {
             let t = next_text(&mut listener).await;
-            let n: i64 = t.strip_prefix('d').and_then(|n| n.parse().ok()).expect("dN");
+            let n: i64 = t
+                .strip_prefix('d')
+                .and_then(|n| n.parse().ok())
+                .expect("dN");
             assert!(n > last, "{n} after {last}");
             last = n;
         }
         quiet(&mut listener).await;
         // The flooder is still connected: it answers a ping.
-        flooder
-            .send(Message::Ping(b"alive".to_vec().into()))
-            .await
-            .unwrap();
-        loop {
-            match tokio::time::timeout(Duration::from_secs(15), flooder.next())
-                .await
-                .expect("a pong within 15s")
-            {
-                Some(Ok(Message::Pong(p))) => break assert_eq!(&p[..], b"alive"),
-                Some(Ok(_)) => {}
-                other => panic!("the dropping route closed the flooder: {other:?}"),
-            }
-        }
+        assert_answers_pings(&mut flooder, b"alive").await;
     });
     assert_eq!(m("channelgate_ws_closes_total{code=\"1008\"}"), 1.0);
 }
@@ -298,7 +275,11 @@ fn awx_ten_thousand_ids_in_one_frame_make_at_most_max_groups_authorize_calls() {
     };
     let rt = rt();
     let mut ws = rt
-        .block_on(connect_with(&s.cg.addr(), "/websocket/", &[("cookie", &cookie)]))
+        .block_on(connect_with(
+            &s.cg.addr(),
+            "/websocket/",
+            &[("cookie", &cookie)],
+        ))
         .unwrap();
     assert_eq!(rt.block_on(next_json(&mut ws))["accept"], json!(true));
 
@@ -319,14 +300,19 @@ fn awx_ten_thousand_ids_in_one_frame_make_at_most_max_groups_authorize_calls() {
     // The answers up to the subscription summary: (denials, summary).
     let subscribe = |ws: &mut Ws, frame: &str| {
         rt.block_on(async {
-            ws.send(Message::Text(frame.to_string().into())).await.unwrap();
+            ws.send(Message::Text(frame.to_string().into()))
+                .await
+                .unwrap();
             let mut denied = 0;
             loop {
                 let v = next_json(ws).await;
                 if v.get("groups_current").is_some() {
                     return (denied, v);
                 }
-                assert!(v["error"].as_str().unwrap().starts_with("access denied"), "{v}");
+                assert!(
+                    v["error"].as_str().unwrap().starts_with("access denied"),
+                    "{v}"
+                );
                 denied += 1;
             }
         })
@@ -410,7 +396,10 @@ fn sigterm_during_a_slow_webhook_closes_at_once_and_drains_within_the_grace_peri
     rt.block_on(ws.send(Message::Text("last words".into())))
         .unwrap();
     wait_for("the app got the frame", Duration::from_secs(20), || {
-        s.app.proc.output().contains("slow-receive started: last words")
+        s.app
+            .proc
+            .output()
+            .contains("slow-receive started: last words")
     });
     s.cg.proc.signal("TERM");
     assert_eq!(rt.block_on(close_code(&mut ws)), 1001);

@@ -210,6 +210,21 @@ pub fn parse_size(raw: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{raw}` is too large"))
 }
 
+/// A `"close"` (the default) or `"drop"` policy key: whether it says drop.
+fn drops(raw: Option<String>, close_code: u16, path: &KeyPath, errs: &mut Errors) -> bool {
+    match raw.as_deref() {
+        None | Some("close") => false,
+        Some("drop") => true,
+        Some(o) => {
+            errs.add(
+                path,
+                format!("`{o}` is not a policy; use \"close\" ({close_code}) or \"drop\""),
+            );
+            false
+        }
+    }
+}
+
 /// A size key: a number of bytes or a text like "64KiB"; 0 (with an error) when bad.
 fn size(raw: Option<RawSize>, default: u64, path: &KeyPath, errs: &mut Errors) -> u64 {
     match raw {
@@ -475,27 +490,15 @@ impl RawRoute {
             }
             n => n.unwrap_or(40),
         };
-        let inbound_limit = match self.inbound_limit.as_deref() {
-            None | Some("close") => InboundLimit::Close,
-            Some("drop") => InboundLimit::Drop,
-            Some(o) => {
-                errs.add(
-                    &path.key("inbound_limit"),
-                    format!("`{o}` is not a policy; use \"close\" (1008) or \"drop\""),
-                );
-                InboundLimit::Close
-            }
+        let inbound_limit = if drops(self.inbound_limit, 1008, &path.key("inbound_limit"), errs) {
+            InboundLimit::Drop
+        } else {
+            InboundLimit::Close
         };
-        let slow_client = match self.slow_client.as_deref() {
-            None | Some("close") => SlowClient::Close,
-            Some("drop") => SlowClient::Drop,
-            Some(o) => {
-                errs.add(
-                    &path.key("slow_client"),
-                    format!("`{o}` is not a policy; use \"close\" or \"drop\""),
-                );
-                SlowClient::Close
-            }
+        let slow_client = if drops(self.slow_client, 1013, &path.key("slow_client"), errs) {
+            SlowClient::Drop
+        } else {
+            SlowClient::Close
         };
         Some(RouteConfig {
             path: tpl,
