@@ -207,9 +207,13 @@ impl Timers {
     }
 
     /// What is due at `now`; a due ping is scheduled again `ping_every` from now, unless
-    /// the client has been silent for two intervals while we were `listening` (when the
-    /// loop is not reading the client, its silence says nothing).
+    /// the client has been silent for two intervals. When the loop is not `listening` (the
+    /// app is behind on this client's frames), the client's silence says nothing: it counts
+    /// as heard.
     fn due(&mut self, now: TokioInstant, listening: bool) -> Due {
+        if !listening {
+            self.heard(now);
+        }
         if self.write_at.is_some_and(|t| t <= now) {
             Due::WriteStuck
         } else if self.lifetime_at.is_some_and(|t| t <= now) {
@@ -219,7 +223,7 @@ impl Timers {
         } else if let (Some(t), Some(every)) = (self.next_ping, self.ping_every) {
             if t > now {
                 Due::Nothing
-            } else if listening && now.duration_since(self.last_heard) > every * 2 {
+            } else if now.duration_since(self.last_heard) > every * 2 {
                 Due::Silent
             } else {
                 self.next_ping = Some(now + every);
@@ -509,9 +513,10 @@ mod tests {
         t.written();
         assert_eq!(t.due(t0 + 11 * s, true), Due::Nothing);
         // Not listening (the app is behind): silence is not held against the client.
-        let mut t = Timers::new(&route("ping_interval = \"1s\""), t0);
+        let mut t = Timers::new(&route("ping_interval = \"1s\"\nidle_timeout = \"2s\""), t0);
         assert_eq!(t.due(t0 + 3 * s, false), Due::Ping);
-        assert_eq!(t.due(t0 + 4 * s, true), Due::Silent);
+        assert_eq!(t.due(t0 + 4 * s, false), Due::Ping);
+        assert_eq!(t.due(t0 + 6 * s, true), Due::Idle);
     }
 
     #[test]
