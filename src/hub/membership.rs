@@ -84,7 +84,7 @@ impl Membership {
         }
         let dynamic = &mut guard.groups;
         let left: Vec<String> = dynamic.difference(&wanted).cloned().collect();
-        let joined: Vec<String> = wanted.difference(&dynamic).cloned().collect();
+        let joined: Vec<String> = wanted.difference(dynamic).cloned().collect();
         for g in &left {
             self.hub.leave(g, self.member.id);
         }
