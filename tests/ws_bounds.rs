@@ -124,6 +124,46 @@ fn a_pinging_client_that_never_reads_is_closed_and_memory_stays_flat() {
     });
 }
 
+#[test]
+fn never_reading_clients_of_large_messages_are_bounded_by_send_queue_bytes() {
+    // The default send_queue (256 messages) would let each client hold 30 of these; the
+    // default send_queue_bytes ("1MiB") holds one, and the next is refused.
+    let s = setup(
+        "",
+        "[[ws]]\npath = \"/ws/big/\"\ngroups = [\"big\"]\nsend_timeout = \"2s\"\n",
+    );
+    let before = s.cg.metric("process_resident_memory_bytes");
+    let stalled: Vec<StdTcpStream> = (0..10)
+        .map(|_| raw_connect(&s.cg.addr(), "/ws/big/"))
+        .collect();
+    let http = client();
+    let payload = "b".repeat(1_000_000);
+    for _ in 0..30 {
+        publish(&s.cg, &http, "big", &payload);
+    }
+    // Each is closed: kicked (1013) when the loop sees its full queue, or dropped (1006)
+    // when the write in progress outlives send_timeout, whichever comes first.
+    let closed = || {
+        s.cg.metric("channelgate_ws_closes_total{code=\"1013\"}")
+            + s.cg.metric("channelgate_ws_closes_total{code=\"1006\"}")
+    };
+    wait_for("all ten closed", Duration::from_secs(30), || {
+        closed() == 10.0
+    });
+    let refused =
+        s.cg.metric("channelgate_hub_dropped_total{reason=\"slow_client_closed\"}");
+    assert!(
+        refused >= 10.0 * 10.0,
+        "each client's queue refused many of the 30 messages (socket buffers took a few): {refused}"
+    );
+    let after = s.cg.metric("process_resident_memory_bytes");
+    assert!(
+        after - before < 96.0 * 1024.0 * 1024.0,
+        "RSS grew from {before} to {after} bytes for ten clients that never read"
+    );
+    drop(stalled);
+}
+
 /// Sends `n` text frames `{prefix}{i}` in one go, ignoring failures (the server may close
 /// the connection midway, which is the point).
 async fn flood(ws: &mut Ws, prefix: &str, n: usize) {
