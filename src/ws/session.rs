@@ -346,7 +346,9 @@ pub(super) fn run(
                         },
                         Recv::Item(Outbound::Close(code, reason)) => break Ending::server(code, &reason),
                     },
-                    _ = async { if let Some(c) = &calls { c.room().await } }, if calls_full => {}
+                    // Boxed: polled only while the app is behind; inline, its ~180 bytes
+                    // would sit in every idle connection's task.
+                    _ = async { if let Some(c) = &calls { Box::pin(c.room()).await } }, if calls_full => {}
                     io = poll_fn(|cx| poll_io(&mut ws, writing, cx)), if writing || !calls_full => {
                         let frame = match io {
                             Io::Written(Ok(())) => {
