@@ -94,6 +94,8 @@ pub(crate) struct RawServer {
     upgrade_sock: Option<String>,
     pid_file: Option<String>,
     trusted_proxies: Option<Vec<String>>,
+    strip_headers: Option<Vec<String>>,
+    underscores_in_headers: Option<bool>,
     read_buffer: Option<String>,
     max_header_line: Option<String>,
     max_header_size: Option<String>,
@@ -254,6 +256,13 @@ impl RawServer {
                 Err(e) => errs.add(&path.key("trusted_proxies").index(i), e),
             }
         }
+        let mut strip = Vec::new();
+        for (i, raw) in self.strip_headers.unwrap_or_default().iter().enumerate() {
+            match crate::proxy::headers::reserved::configured_name(raw) {
+                Ok(n) => strip.push(n),
+                Err(e) => errs.add(&path.key("strip_headers").index(i), e),
+            }
+        }
         let read_buffer = size_key(
             self.read_buffer.as_deref(),
             0,
@@ -285,7 +294,11 @@ impl RawServer {
         ServerConfig {
             read_buffer,
             header_limits: crate::proxy::headers::HeaderLimits { line, total },
-            forwarding: crate::proxy::headers::Forwarding { trusted },
+            forwarding: crate::proxy::headers::Forwarding::new(
+                trusted,
+                strip,
+                self.underscores_in_headers.unwrap_or(false),
+            ),
             listen,
             threads,
             grace_period,
@@ -369,6 +382,33 @@ mod tests {
     }
 
     const MINIMAL: &str = "[upstream]\nservers = [\"127.0.0.1:8050\"]\n";
+
+    #[test]
+    fn hook_secret_file_must_be_private_and_strip_headers_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("hook.secret");
+        std::fs::write(&f, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let cfg = |extra: &str| {
+            format!(
+                "[server]\nstrip_headers = [\"X-Internal\"{extra}]\n[upstream]\nservers = [\"127.0.0.1:2\"]\nhook_secret_file = \"{}\"\n",
+                f.display()
+            )
+        };
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = parse(&cfg("")).unwrap_err();
+        assert_eq!(e.errors[0].key, "upstream.hook_secret_file");
+        assert!(e.errors[0].message.contains("chmod 600"), "{e:?}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = parse(&cfg("")).unwrap();
+        assert!(c.upstream.hook_secret.is_some());
+        assert_eq!(c.server.forwarding.strip[0].as_str(), "x-internal");
+        let e = parse(&cfg(", \"Host\"")).unwrap_err();
+        assert_eq!(e.errors[0].key, "server.strip_headers[1]");
+        let e = parse("[upstream]\nservers = [\"127.0.0.1:2\"]\nhook_secret = \"short\"\n")
+            .unwrap_err();
+        assert_eq!(e.errors[0].key, "upstream.hook_secret");
+    }
 
     #[test]
     fn minimal_config_takes_defaults() {

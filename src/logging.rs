@@ -1,4 +1,9 @@
 //! Tracing setup: the level comes from `RUST_LOG` when set, else from `[log] level`.
+//! [`limited`] bounds the lines a client can cause ([`client_warn!`](crate::client_warn));
+//! [`head_errors`] keeps Pingora's lines about unreadable request heads from being ERRORs.
+
+pub mod head_errors;
+pub mod limited;
 
 use tracing_subscriber::EnvFilter;
 
@@ -9,6 +14,10 @@ const PINGORA_SERVER_LOGS: &str = "pingora_core::server=warn";
 
 /// Installs the global subscriber; a second call (tests) is a no-op.
 pub fn init(config: &LogConfig) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, Registry};
+
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::builder().parse(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"))
@@ -20,14 +29,28 @@ pub fn init(config: &LogConfig) {
                 .parse()
                 .expect("a constant, valid directive"),
         );
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = match config.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    // The level filter applies to the output only, so that [`head_errors::HeadErrors`] still
+    // sees Pingora's DEBUG line about a malformed request head.
+    let output: Box<dyn Layer<Registry> + Send + Sync> = match config.format {
+        LogFormat::Text => fmt
+            .with_filter(filter)
+            .with_filter(head_errors::HideHeadErrors)
+            .boxed(),
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_filter(filter)
+            .with_filter(head_errors::HideHeadErrors)
+            .boxed(),
     };
+    let head_errors = head_errors::HeadErrors.with_filter(head_errors::Candidates);
+    let _ = tracing_subscriber::registry()
+        .with(output)
+        .with(head_errors)
+        .try_init();
 }
 
 #[cfg(test)]

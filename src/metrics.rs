@@ -13,6 +13,29 @@ use pingora_prometheus::prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+/// The `code` label of `channelgate_ws_closes_total`: a close code registered by RFC 6455
+/// (or 1012-1015 from the IANA registry), else `other`, so no client picks label values.
+pub fn close_code_label(code: u16) -> &'static str {
+    match code {
+        1000 => "1000",
+        1001 => "1001",
+        1002 => "1002",
+        1003 => "1003",
+        1005 => "1005",
+        1006 => "1006",
+        1007 => "1007",
+        1008 => "1008",
+        1009 => "1009",
+        1010 => "1010",
+        1011 => "1011",
+        1012 => "1012",
+        1013 => "1013",
+        1014 => "1014",
+        1015 => "1015",
+        _ => "other",
+    }
+}
+
 /// Every metric channelgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -92,8 +115,12 @@ pub struct HttpMetrics {
     /// shutdown, error).
     pub upgrades_ended: IntCounterVec,
     /// Requests refused before routing, by reason (uri_too_long, header_line_too_large,
-    /// headers_too_large).
+    /// headers_too_large, bad_content_length).
     pub refused: IntCounterVec,
+    /// Client headers removed before a request reached the app, by kind (reserved:
+    /// `X-Channelgate-*`; configured: `[server] strip_headers`; underscore: names with `_`;
+    /// x_real_ip: replaced).
+    pub stripped_headers: IntCounterVec,
 }
 
 /// The upstream pool.
@@ -197,6 +224,12 @@ impl Metrics {
                 "channelgate_http_refused_total",
                 "Requests refused before routing, by reason.",
                 &["reason"],
+            ),
+            stripped_headers: counter_vec(
+                reg,
+                "channelgate_http_stripped_headers_total",
+                "Client headers removed before reaching the app, by kind.",
+                &["kind"],
             ),
             upgrades: counter_vec(
                 reg,
@@ -429,6 +462,15 @@ mod tests {
         ] {
             assert!(text.contains(series), "{series} missing");
         }
+    }
+
+    #[test]
+    fn close_codes_are_a_bounded_set() {
+        assert_eq!(close_code_label(1000), "1000");
+        assert_eq!(close_code_label(1011), "1011");
+        assert_eq!(close_code_label(4321), "other");
+        assert_eq!(close_code_label(1004), "other");
+        assert_eq!(close_code_label(0), "other");
     }
 
     #[test]

@@ -125,7 +125,7 @@ async fn ask(
     let outcome = match build() {
         Ok(req) => ep.upstreams.call(req, Bytes::new(), timeout).await,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot build the authorize request");
+            crate::client_warn!("authorize_unbuildable", error = %e, "cannot build the authorize request");
             return false;
         }
     };
@@ -147,7 +147,7 @@ async fn ask(
         }
         Err(e) => {
             count("error");
-            tracing::warn!(channel = %conn.channel, group, error = %e, "authorize request failed; denying");
+            crate::client_warn!("authorize_failed", channel = %conn.channel, group, error = %e, "authorize request failed; denying");
             false
         }
     }

@@ -154,7 +154,11 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.request_id = headers::request_id(session.req_header());
-        if let Some(refused) = self.header_limits.check(session.req_header()) {
+        let refusal = self
+            .header_limits
+            .check(session.req_header())
+            .or_else(|| headers::ambiguous_length(session.req_header()));
+        if let Some(refused) = refusal {
             self.metrics
                 .http
                 .refused
@@ -208,6 +212,25 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         self.forwarding
             .apply(upstream_request, Self::client_ip(session), &ctx.request_id);
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        // A 101 to a request that did not ask to upgrade would hand the client raw bytes
+        // of an unknown protocol: a bad answer from the upstream (nginx: 502).
+        if upstream_response.status.as_u16() == 101 && !session.is_upgrade_req() {
+            return Err(Error::create(
+                ErrorType::InvalidHTTPHeader,
+                pingora::ErrorSource::Upstream,
+                Some("101 Switching Protocols to a request that did not ask to upgrade".into()),
+                None,
+            ));
+        }
         Ok(())
     }
 

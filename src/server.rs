@@ -115,17 +115,24 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         metrics: metrics.clone(),
         drain: drain.clone(),
         shutdown: ws_shutdown_rx,
-        forwarding: config.server.forwarding.clone(),
+        forwarding: config
+            .server
+            .forwarding
+            .counted(&metrics.http.stripped_headers),
         unbuffer_streams: config.server.read_buffer == 0,
         bridges,
     });
+    crate::logging::head_errors::observe(&metrics.http.refused, config.log.access_log);
     let proxy = Proxy {
         upstreams: upstreams.clone(),
         ws,
         metrics: metrics.clone(),
         drain: drain.clone(),
         access_log: config.log.access_log,
-        forwarding: config.server.forwarding.clone(),
+        forwarding: config
+            .server
+            .forwarding
+            .counted(&metrics.http.stripped_headers),
         header_limits: config.server.header_limits,
     };
     let mut proxy_service = pingora::proxy::http_proxy_service_with_name(

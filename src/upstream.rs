@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod config;
+pub mod signing;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -68,6 +68,9 @@ pub fn render(c: &Config) -> String {
         u.keepalive,
         show_duration(u.keepalive_timeout)
     ));
+    for l in trust_lines(c) {
+        line(l);
+    }
     if c.ws.is_empty() {
         line(
             "routes:      no WebSocket routes; every upgrade is passed through to the upstream"
@@ -158,5 +161,46 @@ pub fn render(c: &Config) -> String {
         if c.log.access_log { "on" } else { "off" },
         c.log.format
     ));
+    out
+}
+
+/// What the app can trust: stripped headers, X-Real-IP, signed calls; a warning when
+/// routes call the app unsigned.
+fn trust_lines(c: &Config) -> Vec<String> {
+    let f = &c.server.forwarding;
+    let mut out = Vec::new();
+    let mut stripped = vec!["X-Channelgate-*".to_string()];
+    stripped.extend(f.strip.iter().map(|h| h.to_string()));
+    if !f.underscores {
+        stripped.push("names with _".into());
+    }
+    out.push(format!(
+        "trust:       client headers never passed to the app: {}; X-Real-IP set from the client address",
+        stripped.join(", ")
+    ));
+    if !f.trusted.is_empty() {
+        out.push(format!(
+            "  trusted proxies: {} (their X-Forwarded-Proto/-Host and X-Real-IP are kept)",
+            f.trusted.len()
+        ));
+    }
+    let calling: Vec<String> = c
+        .ws
+        .iter()
+        .filter(|r| {
+            r.auth.is_some() || r.authorize.is_some() || matches!(r.inbound, Inbound::Http { .. })
+        })
+        .map(|r| r.path.to_string())
+        .collect();
+    match (&c.upstream.hook_secret, calling.is_empty()) {
+        (Some(_), _) => out.push(
+            "  hook calls: signed (X-Channelgate-Signature: t=...,v1=HMAC-SHA256), verify with channelgate.verify / @channelgate_hook".into(),
+        ),
+        (None, true) => {}
+        (None, false) => out.push(format!(
+            "warning: route(s) {} call the app (auth/authorize/inbound http) unsigned: without [upstream] hook_secret_file the app can trust their X-Channelgate-* headers only if no client can reach it directly (network isolation)",
+            calling.join(", ")
+        )),
+    }
     out
 }

@@ -302,7 +302,7 @@ pub async fn handle(ep: &Endpoint, conn: &Conn, msg: Message) {
     };
     if let Some(allowed) = &bridge.cfg.consumers {
         if !allowed.iter().any(|a| a == consumer) {
-            tracing::warn!(channel = %conn.channel, consumer, "amqp-bridge: this actor may not be commanded from here");
+            crate::client_warn!("bridge_forbidden_consumer", channel = %conn.channel, consumer, "amqp-bridge: this actor may not be commanded from here");
             return count("refused_consumer");
         }
     }
@@ -315,7 +315,7 @@ pub async fn handle(ep: &Endpoint, conn: &Conn, msg: Message) {
         Ok(()) => count("command"),
         Err(e) => {
             count("error");
-            tracing::warn!(channel = %conn.channel, consumer, error = %e, "amqp-bridge: command not published");
+            crate::client_warn!("bridge_not_published", channel = %conn.channel, consumer, error = %e, "amqp-bridge: command not published");
         }
     }
 }

@@ -1,5 +1,9 @@
-//! The headers channelgate adds to what it forwards: X-Forwarded-For/-Proto/-Host and a
-//! request id. Used for proxied requests, upgrade pass-through and (later) auth subrequests.
+//! The headers channelgate adds to what it forwards: X-Forwarded-For/-Proto/-Host,
+//! X-Real-IP and a request id, after removing what no client may send (see [`reserved`]).
+//! [`Forwarding::apply`] is the one function every request to the app goes through:
+//! proxied requests, upgrade pass-through and the auth subrequest.
+
+pub mod reserved;
 
 use std::net::IpAddr;
 
@@ -88,6 +92,23 @@ impl HeaderLimits {
     }
 }
 
+/// 400 for a request whose length is ambiguous: `Content-Length` given more than once or
+/// as a list (`5, 5`), which nginx refuses. (Pingora itself refuses differing values and
+/// reconciles equal ones; an intermediary that picks another line than ours would see
+/// another body: request smuggling.)
+pub fn ambiguous_length(req: &RequestHeader) -> Option<TooLarge> {
+    let mut values = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let ambiguous = match (values.next(), values.next()) {
+        (Some(v), None) => v.as_bytes().contains(&b','),
+        (Some(_), Some(_)) => true,
+        _ => false,
+    };
+    ambiguous.then_some(TooLarge {
+        status: 400,
+        reason: "bad_content_length",
+    })
+}
+
 fn uri_len(uri: &http::Uri) -> usize {
     uri.path_and_query().map_or(1, |pq| pq.as_str().len())
         + uri.authority().map_or(0, |a| a.as_str().len())
@@ -147,16 +168,73 @@ impl Net {
 }
 
 /// How forwarding headers are written: a client in `trusted` (a proxy in front of
-/// channelgate, such as nginx terminating TLS) keeps the X-Forwarded-Proto and
-/// X-Forwarded-Host it sent; anyone else's are replaced.
-#[derive(Clone, Debug, Default)]
+/// channelgate, such as nginx terminating TLS) keeps the X-Forwarded-Proto,
+/// X-Forwarded-Host and X-Real-IP it sent; anyone else's are replaced. Nobody's
+/// `X-Channelgate-*` headers, nor those in `strip`, reach the app.
+#[derive(Clone, Default)]
 pub struct Forwarding {
     pub trusted: Vec<Net>,
+    /// `[server] strip_headers`: more headers removed from every request to the app.
+    pub strip: Vec<http::header::HeaderName>,
+    /// `[server] underscores_in_headers`: pass names with `_` on (nginx's directive).
+    /// Default false: dropped, as nginx does.
+    pub underscores: bool,
+    /// `channelgate_http_stripped_headers_total{kind}`, set when the server is assembled
+    /// (see [`Forwarding::counted`]).
+    stripped: Option<pingora_prometheus::prometheus::IntCounterVec>,
+}
+
+impl std::fmt::Debug for Forwarding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarding")
+            .field("trusted", &self.trusted)
+            .field("strip", &self.strip)
+            .field("underscores", &self.underscores)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Forwarding {
+    pub fn new(
+        trusted: Vec<Net>,
+        strip: Vec<http::header::HeaderName>,
+        underscores: bool,
+    ) -> Forwarding {
+        Forwarding {
+            trusted,
+            strip,
+            underscores,
+            stripped: None,
+        }
+    }
+
+    /// The same settings, counting stripped headers in `counter` (label `kind`:
+    /// `reserved`, `configured`, `underscore`, `x_real_ip`).
+    pub fn counted(&self, counter: &pingora_prometheus::prometheus::IntCounterVec) -> Forwarding {
+        Forwarding {
+            stripped: Some(counter.clone()),
+            ..self.clone()
+        }
+    }
+
+    /// Prepares `req` for the app: strips reserved and configured headers, then writes
+    /// X-Forwarded-For/-Proto/-Host, X-Real-IP and X-Request-Id. Identity headers that
+    /// channelgate itself adds (auth subrequest) must be added after this.
     pub fn apply(&self, req: &mut RequestHeader, client: Option<IpAddr>, request_id: &str) {
         let trusted = client.is_some_and(|ip| self.trusted.iter().any(|n| n.contains(ip)));
+        let stripped = reserved::strip(req, &self.strip, !self.underscores);
+        let real_ip_replaced = self.real_ip(req, client, trusted);
+        if let Some(c) = &self.stripped {
+            let count = |kind: &str, n: usize| {
+                if n > 0 {
+                    c.with_label_values(&[kind]).inc_by(n as u64);
+                }
+            };
+            count("reserved", stripped.reserved);
+            count("configured", stripped.configured);
+            count("underscore", stripped.underscore);
+            count("x_real_ip", usize::from(real_ip_replaced));
+        }
         let keep = |req: &RequestHeader, name: &str| {
             trusted && req.headers.get(name).is_some_and(|v| !v.is_empty())
         };
@@ -165,6 +243,42 @@ impl Forwarding {
             keep(req, "x-forwarded-host"),
         );
         add_forwarding_inner(req, client, request_id, keep_proto, keep_host);
+    }
+
+    /// X-Real-IP is the client's address, or what a trusted proxy said it is (when that is
+    /// an IP address). True when the client sent one that was not kept.
+    fn real_ip(&self, req: &mut RequestHeader, client: Option<IpAddr>, trusted: bool) -> bool {
+        let sent: Vec<&[u8]> = req
+            .headers
+            .get_all(reserved::REAL_IP)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        // `X_Real_IP` would reach a WSGI app as X-Real-IP: never passed on.
+        let smuggled: Vec<http::header::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|n| n.as_str() != reserved::REAL_IP && reserved::is_real_ip(n.as_str()))
+            .cloned()
+            .collect();
+        let keep = trusted
+            && sent.len() == 1
+            && std::str::from_utf8(sent[0])
+                .ok()
+                .and_then(|v| v.trim().parse::<IpAddr>().ok())
+                .is_some();
+        let replaced = (!sent.is_empty() && !keep) || !smuggled.is_empty();
+        for n in smuggled {
+            req.remove_header(&n);
+        }
+        if keep {
+            return replaced;
+        }
+        req.remove_header(reserved::REAL_IP);
+        if let Some(ip) = client {
+            set(req, reserved::REAL_IP, &ip.to_string());
+        }
+        replaced
     }
 }
 
@@ -256,6 +370,18 @@ mod tests {
         );
     }
 
+    #[test]
+    fn repeated_content_length_is_refused() {
+        assert_eq!(ambiguous_length(&req(&[("content-length", "5")])), None);
+        assert_eq!(ambiguous_length(&req(&[])), None);
+        let refused = |h: &[(&str, &str)]| ambiguous_length(&req(h)).map(|t| t.status);
+        assert_eq!(refused(&[("content-length", "5, 5")]), Some(400));
+        assert_eq!(
+            refused(&[("content-length", "5"), ("content-length", "5")]),
+            Some(400)
+        );
+    }
+
     fn req(headers: &[(&str, &str)]) -> RequestHeader {
         let mut r = RequestHeader::build("GET", b"/x", None).unwrap();
         for (k, v) in headers {
@@ -284,12 +410,14 @@ mod tests {
 
     #[test]
     fn trusted_proxies_keep_proto_and_host() {
-        let f = Forwarding {
-            trusted: vec![
+        let f = Forwarding::new(
+            vec![
                 Net::parse("10.0.0.0/8").unwrap(),
                 Net::parse("::1").unwrap(),
             ],
-        };
+            Vec::new(),
+            false,
+        );
         let incoming = [
             ("host", "app"),
             ("x-forwarded-proto", "https"),
@@ -314,6 +442,46 @@ mod tests {
             .unwrap()
             .contains("8.8.8.8".parse().unwrap()));
         assert!(Net::parse("10.0.0.0/33").is_err());
+    }
+
+    #[test]
+    fn reserved_headers_never_pass_and_real_ip_is_the_client() {
+        let reg = pingora_prometheus::prometheus::Registry::new();
+        let c = pingora_prometheus::prometheus::IntCounterVec::new(
+            pingora_prometheus::prometheus::Opts::new("s", "s"),
+            &["kind"],
+        )
+        .unwrap();
+        reg.register(Box::new(c.clone())).unwrap();
+        let f =
+            Forwarding::new(vec![Net::parse("10.0.0.0/8").unwrap()], Vec::new(), true).counted(&c);
+        let forged = [
+            ("x-channelgate-user", "admin"),
+            ("X-Channelgate-Signature", "t=1,v1=00"),
+            ("x-real-ip", "1.2.3.4"),
+        ];
+        let mut r = req(&forged);
+        f.apply(&mut r, Some("192.168.0.9".parse().unwrap()), "id");
+        assert!(!r
+            .headers
+            .keys()
+            .any(|n| n.as_str().starts_with("x-channelgate-")));
+        assert_eq!(r.headers["x-real-ip"], "192.168.0.9");
+        assert_eq!(r.headers.get_all("x-real-ip").iter().count(), 1);
+        assert_eq!(c.with_label_values(&["reserved"]).get(), 2);
+        assert_eq!(c.with_label_values(&["x_real_ip"]).get(), 1);
+        // A trusted proxy's X-Real-IP is kept; its X-Channelgate-* headers are not.
+        let mut r = req(&forged);
+        f.apply(&mut r, Some("10.0.0.1".parse().unwrap()), "id");
+        assert_eq!(r.headers["x-real-ip"], "1.2.3.4");
+        assert!(!r.headers.contains_key("x-channelgate-user"));
+        let mut r = req(&[("x_real_ip", "1.1.1.1")]);
+        f.apply(&mut r, Some("192.168.0.9".parse().unwrap()), "id");
+        assert!(!r.headers.contains_key("x_real_ip"));
+        assert_eq!(r.headers["x-real-ip"], "192.168.0.9");
+        let mut r = req(&[("x-real-ip", "not an ip")]);
+        f.apply(&mut r, Some("10.0.0.1".parse().unwrap()), "id");
+        assert_eq!(r.headers["x-real-ip"], "10.0.0.1");
     }
 
     #[test]

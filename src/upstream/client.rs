@@ -38,13 +38,18 @@ pub(super) fn connector() -> Connector {
 
 impl Upstreams {
     /// Sends `req` (with `body`) to a healthy server and reads the whole answer, all within
-    /// `limit`.
+    /// `limit`. With a hook secret the request is signed here, the one place every call
+    /// channelgate makes to the app passes (see [`super::signing`]).
     pub async fn call(
         &self,
-        req: RequestHeader,
+        mut req: RequestHeader,
         body: Bytes,
         limit: Duration,
     ) -> Result<Answer, CallError> {
+        if let Some(secret) = &self.config.hook_secret {
+            super::signing::sign(secret, &mut req)
+                .map_err(|e| CallError::Failed(format!("cannot sign the request: {e}")))?;
+        }
         match tokio::time::timeout(limit, self.exchange(req, body)).await {
             Ok(r) => r,
             Err(_) => Err(CallError::Timeout(limit)),

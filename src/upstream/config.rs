@@ -28,6 +28,9 @@ pub struct UpstreamConfig {
     /// Extra attempts on another server after a connect failure, for idempotent requests. Default 1.
     pub retries: usize,
     pub health_check: HealthCheckConfig,
+    /// `hook_secret` / `hook_secret_file`: signs every request channelgate itself makes to
+    /// the app (see [`super::signing`]). Default none: those requests are unsigned.
+    pub hook_secret: Option<super::signing::HookSecret>,
 }
 
 /// Active health checks, run in the background against every server.
@@ -64,6 +67,8 @@ pub(crate) struct RawUpstream {
     keepalive_timeout: Option<String>,
     retries: Option<usize>,
     health_check: Option<RawHealthCheck>,
+    hook_secret: Option<String>,
+    hook_secret_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -125,10 +130,68 @@ impl RawUpstream {
                 errs,
             ),
             retries: self.retries.unwrap_or(1),
+            hook_secret: hook_secret(self.hook_secret, self.hook_secret_file, path, errs),
             health_check: self
                 .health_check
                 .unwrap_or_default()
                 .validate(&path.key("health_check"), errs),
+        }
+    }
+}
+
+/// The secret from `hook_secret` or (preferred) `hook_secret_file`, a file only its owner
+/// may read, like an ssh key.
+fn hook_secret(
+    inline: Option<String>,
+    file: Option<String>,
+    path: &KeyPath,
+    errs: &mut Errors,
+) -> Option<super::signing::HookSecret> {
+    use std::os::unix::fs::PermissionsExt;
+    let (raw, key) = match (inline, file) {
+        (None, None) => return None,
+        (Some(_), Some(_)) => {
+            errs.add(
+                &path.key("hook_secret"),
+                "set hook_secret or hook_secret_file, not both",
+            );
+            return None;
+        }
+        (Some(s), None) => (s, path.key("hook_secret")),
+        (None, Some(f)) => {
+            let key = path.key("hook_secret_file");
+            let meta = match std::fs::metadata(&f) {
+                Ok(m) => m,
+                Err(e) => {
+                    errs.add(&key, format!("cannot read `{f}`: {e}"));
+                    return None;
+                }
+            };
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                errs.add(
+                    &key,
+                    format!(
+                        "`{f}` is readable by others (mode {:o}); run `chmod 600 {f}`",
+                        mode & 0o777
+                    ),
+                );
+                return None;
+            }
+            match std::fs::read_to_string(&f) {
+                Ok(s) => (s, key),
+                Err(e) => {
+                    errs.add(&key, format!("cannot read `{f}`: {e}"));
+                    return None;
+                }
+            }
+        }
+    };
+    match super::signing::HookSecret::new(&raw) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            errs.add(&key, format!("the secret {e}"));
+            None
         }
     }
 }

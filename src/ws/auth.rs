@@ -56,8 +56,9 @@ pub fn subrequest(
     let uri = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     sub.insert_header("x-original-uri", uri)?;
     sub.insert_header("x-original-method", req.method.as_str())?;
-    sub.insert_header("x-channelgate-channel", channel)?;
+    // First what the client sent is cleaned, then channelgate's own statement is added.
     forwarding.apply(&mut sub, client, request_id);
+    sub.insert_header("x-channelgate-channel", channel)?;
     Ok(sub)
 }
 

@@ -88,7 +88,7 @@ pub(super) async fn call(ep: &Endpoint, conn: &Conn, membership: &Membership, ms
                         .published
                         .with_label_values(&["inbound", "error"])
                         .inc();
-                    tracing::warn!(channel = %conn.channel, group = %group, error = %e, "inbound frame not published");
+                    crate::client_warn!("inbound_not_published", channel = %conn.channel, group = %group, error = %e, "inbound frame not published");
                 }
             }
         }
@@ -102,7 +102,7 @@ pub(super) async fn call(ep: &Endpoint, conn: &Conn, membership: &Membership, ms
                 Ok(r) => r,
                 Err(e) => {
                     count("http", "error");
-                    tracing::warn!(channel = %conn.channel, error = %e, "cannot build the inbound request");
+                    crate::client_warn!("inbound_unbuildable", channel = %conn.channel, error = %e, "cannot build the inbound request");
                     return;
                 }
             };
@@ -124,11 +124,11 @@ pub(super) async fn call(ep: &Endpoint, conn: &Conn, membership: &Membership, ms
                 }
                 Ok(a) => {
                     count("http", "error");
-                    tracing::warn!(channel = %conn.channel, status = a.status, path = %path, "the app refused an inbound frame");
+                    crate::client_warn!("inbound_refused", channel = %conn.channel, status = a.status, path = %path, "the app refused an inbound frame");
                 }
                 Err(e) => {
                     count("http", "error");
-                    tracing::warn!(channel = %conn.channel, error = %e, path = %path, "inbound frame not delivered to the app");
+                    crate::client_warn!("inbound_undelivered", channel = %conn.channel, error = %e, path = %path, "inbound frame not delivered to the app");
                 }
             }
         }

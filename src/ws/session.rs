@@ -430,7 +430,7 @@ pub(super) fn run(
         ep.metrics
             .ws
             .closes
-            .with_label_values(&[&ending.code.to_string()])
+            .with_label_values(&[crate::metrics::close_code_label(ending.code)])
             .inc();
         tracing::info!(
             target: "access",

@@ -6,15 +6,15 @@ GET  /          the chat page (inline CSS and JS). Its WebSocket goes to
                 sees them.
 POST /announce/ form fields room, text (CSRF-protected like any Django form post):
                 publishes {"type": "chat.message", "text": '{"user": "server", "text": ...}'}
-                to group "chat-<room>" with one POST to channelgate's publish API and
-                answers with channelgate's body and status ({"group", "delivered"}).
+                to group "chat-<room>" with channelgate.publish (the repository's Python
+                package) and answers with channelgate's answer ({"group", "delivered"})
+                or its error and status.
 GET  /healthz   "ok"
 """
 import json
-import os
 import re
 
-import requests
+import channelgate
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
@@ -48,20 +48,13 @@ def announce(request):
     if not text.strip() or len(text) > MAX_TEXT:
         return JsonResponse({"error": f"text must be 1-{MAX_TEXT} characters"}, status=400)
     event = {"type": "chat.message", "text": json.dumps({"user": "server", "text": text})}
-    headers = {}
-    token = os.environ.get("CHANNELGATE_PUBLISH_TOKEN")
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    url = f"{settings.CHANNELGATE_ADMIN.rstrip('/')}/publish/chat-{room}"
+    # The channelgate package (python/ in the repository): one call, with
+    # CHANNELGATE_PUBLISH_TOKEN from the settings or the environment when set.
     try:
-        resp = requests.post(url, json=event, headers=headers, timeout=5)
-    except requests.RequestException as e:
-        return JsonResponse({"error": f"channelgate unreachable at {url}: {e}"}, status=502)
-    return HttpResponse(
-        resp.content,
-        status=resp.status_code,
-        content_type=resp.headers.get("Content-Type", "application/json"),
-    )
+        answer = channelgate.publish(f"chat-{room}", event, admin=settings.CHANNELGATE_ADMIN)
+    except channelgate.PublishError as e:
+        return JsonResponse({"error": e.message}, status=e.status or 502)
+    return JsonResponse(answer)
 
 
 PAGE = r"""<!doctype html>

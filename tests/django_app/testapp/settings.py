@@ -5,6 +5,8 @@ Environment:
   TESTAPP_DB              SQLite file (default: <tempdir>/channelgate-testapp.sqlite3);
                           give each test its own file and run `manage.py prepare` first
   TESTAPP_UNHEALTHY_FILE  if this path exists, GET /healthz answers 503
+  CHANNELGATE_HOOK_SECRET channelgate's [upstream] hook_secret, for the /hook/ views
+                          (hook_views.py, verified by the channelgate package)
 """
 import os
 import tempfile
@@ -33,6 +35,9 @@ MIDDLEWARE = [
 # Explicit: never redirect /foo to /foo/; the URL patterns accept both forms.
 APPEND_SLASH = False
 PREPEND_WWW = False
+
+# The channelgate package's @channelgate_hook verifies channelgate's signed calls with it.
+CHANNELGATE_HOOK_SECRET = os.environ.get("CHANNELGATE_HOOK_SECRET")
 
 ROOT_URLCONF = "testapp.urls"
 WSGI_APPLICATION = "testapp.wsgi.application"

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from . import bounds_views, seed_views, views
+from . import bounds_views, hook_views, seed_views, views
 
 # APPEND_SLASH is off; every pattern accepts the path with or without its
 # trailing slash so tests are not surprised by 301s or 404s.
@@ -20,6 +20,9 @@ urlpatterns = [
     re_path(r"^notify/?$", views.notify),
     re_path(r"^notify-me/?$", views.notify_me),
     re_path(r"^ws/receive/?$", views.ws_receive),
+    re_path(r"^hook/ws-auth/?$", hook_views.ws_auth),
+    re_path(r"^hook/authorize/?$", hook_views.authorize),
+    re_path(r"^hook/receive/?$", hook_views.receive),
     re_path(r"^api/v2/ping/?$", views.healthz),  # AWX's health check path (conf/examples/awx.toml)
     re_path(r"^ws/my-channel/?$", seed_views.my_channel),
     re_path(r"^ws/slow-receive/?$", bounds_views.slow_receive),

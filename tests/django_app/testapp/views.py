@@ -19,13 +19,15 @@ ANY  /ws-auth-error/     500
 ANY  /ws-auth-headers/   like /ws-auth/, but success is 200 with an empty body and the
                          headers X-Channelgate-User: <id>, X-Channelgate-Groups: "extra-a, extra-b"
 POST /notify/            form or JSON {group, text}: publishes
-                         {"type": "notify.message", "text": text} to that group through
-                         channelgate's POST $CHANNELGATE_ADMIN/publish/<group> (Bearer
+                         {"type": "notify.message", "text": text} to that group with
+                         channelgate.publish (POST $CHANNELGATE_ADMIN/publish/<group>, Bearer
                          $CHANNELGATE_PUBLISH_TOKEN when set) and answers with channelgate's
-                         body and status. 400 on missing/invalid fields, 502 if channelgate
+                         answer, or {"error"} with its status. 400 on missing/invalid fields, 502 if channelgate
                          cannot be reached, 500 if CHANNELGATE_ADMIN is unset.
 POST /notify-me/         form or JSON {text}, session login required (403 otherwise):
                          the same publish to group "updates-<user id>" (the CATMAID pattern)
+ANY  /hook/...           channelgate's signed calls, verified by the channelgate
+                         package: see hook_views.py
 POST /ws/receive/        channelgate's inbound-HTTP hook: text/plain
                          "reply to <X-Channelgate-User|anonymous> in <X-Channelgate-Param-Room|->: <body>";
                          body "silent" -> 204 (empty), body "fail" -> 500
@@ -44,11 +46,12 @@ import os
 import re
 import time
 
-import requests
-
 from django.contrib.auth import authenticate, get_user_model, login
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
+
+import channelgate
+from channelgate.django import auth_answer
 
 CHUNK = 64 * 1024
 BLOCK = bytes(range(256)) * 256  # 65536 bytes
@@ -211,11 +214,8 @@ def ws_auth(request):
     user = request.user if request.user.is_authenticated else _bearer_user(request)
     if user is None:
         return JsonResponse({"error": "forbidden"}, status=403)
-    uid = str(user.pk)
-    resp = JsonResponse(
-        {"user": uid, "groups": [f"updates-{uid}"], "meta": {"username": user.get_username()}}
-    )
-    resp["X-Channelgate-User"] = uid
+    resp = auth_answer(user, groups=["updates-{user}"])
+    resp["X-Channelgate-User"] = str(user.pk)
     return resp
 
 
@@ -269,25 +269,18 @@ def _fields(request, *names):
 
 
 def _publish(group, event):
-    """POST the event to channelgate's publish API; a Django response mirroring its answer."""
+    """Publishes with the channelgate package; a Django response mirroring its answer."""
     admin = os.environ.get("CHANNELGATE_ADMIN")
     if not admin:
         return JsonResponse({"error": "CHANNELGATE_ADMIN is not set"}, status=500)
-    headers = {}
-    token = os.environ.get("CHANNELGATE_PUBLISH_TOKEN")
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
     try:
-        resp = requests.post(
-            f"{admin.rstrip('/')}/publish/{group}", json=event, headers=headers, timeout=5
-        )
-    except requests.RequestException as e:
-        return JsonResponse({"error": f"channelgate unreachable: {e}"}, status=502)
-    return HttpResponse(
-        resp.content,
-        status=resp.status_code,
-        content_type=resp.headers.get("Content-Type", "application/json"),
-    )
+        # The token comes from $CHANNELGATE_PUBLISH_TOKEN when set.
+        answer = channelgate.publish(group, event, admin=admin)
+    except channelgate.PublishError as e:
+        if e.status == 0:
+            return JsonResponse({"error": f"channelgate unreachable: {e.message}"}, status=502)
+        return JsonResponse({"error": e.message}, status=e.status)
+    return JsonResponse(answer)
 
 
 def _bad_text(text):
