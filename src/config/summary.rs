@@ -120,14 +120,22 @@ pub fn render(c: &Config) -> String {
             "      auth {auth}; inbound {inbound}; origins {origins}"
         ));
         line(format!(
-            "      max message {} bytes, ping {}, send queue {} ({:?} when full)",
+            "      max message {} bytes, ping {}, send queue {} messages / {} bytes ({:?} when full)",
             r.max_message,
             r.ping_interval
                 .map(show_duration)
                 .map(|d| d.to_string())
                 .unwrap_or_else(|| "off".into()),
             r.send_queue,
+            r.send_queue_bytes,
             r.slow_client
+        ));
+        line(format!(
+            "      inbound rate {} burst {} ({:?} when over), send timeout {}",
+            r.inbound_rate,
+            r.inbound_burst,
+            r.inbound_limit,
+            show_duration(r.send_timeout)
         ));
     }
     if c.statics.is_empty() {
