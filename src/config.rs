@@ -34,6 +34,8 @@ pub struct Config {
     /// `[[ws]]`: the WebSocket routes served in-process.
     pub ws: Vec<RouteConfig>,
     pub broker: BrokerConfig,
+    /// `[tls]`: HTTPS listeners and certificates; None when the section is absent.
+    pub tls: Option<crate::tls::TlsConfig>,
     /// `[[static]]`: locations served from disk.
     pub statics: Vec<crate::files::Location>,
     /// `[compression]`: compression of proxied responses.
@@ -87,6 +89,7 @@ pub(crate) struct RawConfig {
     log: RawLog,
     ws: Vec<RawRoute>,
     broker: RawBroker,
+    tls: Option<crate::tls::config::RawTls>,
     #[serde(rename = "static")]
     statics: Vec<crate::files::config::RawStatic>,
     compression: crate::proxy::compress::RawCompression,
@@ -170,6 +173,7 @@ impl Config {
         let log = raw.log.validate(&root.key("log"), &mut errs);
         let ws = crate::ws::config::validate_routes(raw.ws, &root.key("ws"), &mut errs);
         let broker = raw.broker.validate(&root.key("broker"), &mut errs);
+        let tls = raw.tls.map(|t| t.validate(&root.key("tls"), &mut errs));
         let statics = crate::files::config::validate(raw.statics, &root.key("static"), &mut errs);
         let compression = raw
             .compression
@@ -211,6 +215,7 @@ impl Config {
             log,
             ws,
             broker,
+            tls,
             statics,
             compression,
         };

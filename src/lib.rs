@@ -23,5 +23,6 @@ pub mod publish;
 pub mod router;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
 pub mod upstream;
 pub mod ws;

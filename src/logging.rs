@@ -7,6 +7,8 @@ pub mod limited;
 
 use tracing_subscriber::EnvFilter;
 
+use crate::tls::handshake_log::HandshakeLog;
+
 use crate::config::{LogConfig, LogFormat};
 
 /// Pingora's server lifecycle messages at info (a second grace-period figure among them).
@@ -47,8 +49,10 @@ pub fn init(config: &LogConfig) {
             .boxed(),
     };
     let head_errors = head_errors::HeadErrors.with_filter(head_errors::Candidates);
+    // Failed TLS handshakes, which Pingora logs once per client, are counted and rate-limited.
     let _ = tracing_subscriber::registry()
         .with(output)
+        .with(HandshakeLog)
         .with(head_errors)
         .try_init();
 }

@@ -24,20 +24,27 @@ struct Cli {
     command: Command,
 }
 
+/// `--config FILE`, shared by the subcommands that read the configuration.
+#[derive(clap::Args)]
+struct ConfigFile {
+    /// The TOML configuration file.
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        default_value = "/etc/channelgate/channelgate.toml"
+    )]
+    config: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve with the given configuration until SIGTERM or SIGINT (which drain in-flight
     /// requests for up to [server] grace_period, then exit 0). SIGQUIT hands the listening
     /// sockets to a new instance started with --upgrade.
     Run {
-        /// The TOML configuration file.
-        #[arg(
-            short,
-            long,
-            value_name = "FILE",
-            default_value = "/etc/channelgate/channelgate.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        file: ConfigFile,
         /// Take the listening sockets over from the running instance (zero-downtime
         /// upgrade): start the new binary with --upgrade, then send SIGQUIT to the old one.
         #[arg(short, long)]
@@ -63,17 +70,20 @@ enum Command {
         #[arg(long, env = "CHANNELGATE_PUBLISH_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Re-read the TLS certificate files in the running instance (like `nginx -s reload` for
+    /// certificates): sends SIGHUP to the process in [server] pid_file. New handshakes use
+    /// the new certificates; open connections continue. A bad file keeps the old certificate.
+    Reload {
+        /// The configuration, for its pid_file.
+        #[command(flatten)]
+        file: ConfigFile,
+    },
     /// Validate a configuration like `nginx -t`: print what was understood and exit 0, or
-    /// print every error with its key, line and column and exit 1.
+    /// print every error with its key, line and column and exit 1. TLS certificate files
+    /// are read: each must match its key and be unexpired (a warning under 14 days).
     Check {
-        /// The TOML configuration file.
-        #[arg(
-            short,
-            long,
-            value_name = "FILE",
-            default_value = "/etc/channelgate/channelgate.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        file: ConfigFile,
     },
 }
 
@@ -87,13 +97,41 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match load(&config) {
+        Command::Check { file } => match load(&file.config) {
             Ok(c) => {
                 print!("{}", c.summary());
-                ExitCode::SUCCESS
+                let Some(tls) = &c.tls else {
+                    return ExitCode::SUCCESS;
+                };
+                let (lines, ok) = channelgate::tls::check_certificates(tls);
+                print!("{lines}");
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!("channelgate check: a certificate cannot be served");
+                    ExitCode::from(1)
+                }
             }
             Err(code) => code,
         },
+        Command::Reload { file } => {
+            let c = match load(&file.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match channelgate::tls::reload::signal_running(&c.server.pid_file) {
+                Ok(pid) => {
+                    println!(
+                        "sent SIGHUP to channelgate (pid {pid}); its log says what was reloaded"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("channelgate reload: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Publish {
             admin,
             group,
@@ -123,8 +161,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config, upgrade } => {
-            let config = match load(&config) {
+        Command::Run { file, upgrade } => {
+            let config = match load(&file.config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -132,6 +170,7 @@ fn main() -> ExitCode {
             match server::build(&config, &RunOptions { upgrade }) {
                 Ok(s) => {
                     tracing::info!(config = %config.source.display(), "channelgate starting");
+                    server::write_pid_file(&config.server.pid_file);
                     server::run(s);
                     ExitCode::SUCCESS
                 }

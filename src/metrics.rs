@@ -44,6 +44,7 @@ pub struct Metrics {
     pub ws: WsMetrics,
     pub hub: HubMetrics,
     pub broker: BrokerMetrics,
+    pub tls: std::sync::Arc<crate::tls::TlsMetrics>,
     pub files: FilesMetrics,
     pub compression: CompressionMetrics,
 }
@@ -92,7 +93,7 @@ pub struct WsMetrics {
     /// Open connections by route.
     pub open: IntGaugeVec,
     /// Connection attempts by outcome: accepted, bad_handshake, origin, auth_denied,
-    /// auth_error, bad_group, overloaded.
+    /// auth_error, bad_group, overloaded, http2.
     pub connects: IntCounterVec,
     /// Frames received from clients, by kind (text, binary, ping, pong, close).
     pub frames_in: IntCounterVec,
@@ -178,7 +179,12 @@ fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
     register(reg, valid(IntCounter::new(name, help)))
 }
 
-fn counter_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(crate) fn counter_vec(
+    reg: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> IntCounterVec {
     register(
         reg,
         valid(IntCounterVec::new(Opts::new(name, help), labels)),
@@ -189,7 +195,7 @@ fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
     register(reg, valid(IntGauge::new(name, help)))
 }
 
-fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+pub(crate) fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     register(reg, valid(IntGaugeVec::new(Opts::new(name, help), labels)))
 }
 
@@ -408,6 +414,7 @@ impl Metrics {
                 &["op", "outcome"],
             ),
         };
+        let tls = std::sync::Arc::new(crate::tls::TlsMetrics::new(reg));
         let files = FilesMetrics {
             responses: counter_vec(
                 reg,
@@ -456,6 +463,7 @@ impl Metrics {
         };
         Metrics {
             registry,
+            tls,
             http,
             upstream,
             ws,

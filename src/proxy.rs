@@ -45,6 +45,9 @@ pub struct Proxy {
     pub access_log: bool,
     pub forwarding: headers::Forwarding,
     pub header_limits: headers::HeaderLimits,
+    /// HSTS on HTTPS answers (the router has the challenge and redirect part); None
+    /// without `[tls]`.
+    pub tls: Option<Arc<crate::tls::Edge>>,
 }
 
 /// Per-request state.
@@ -192,7 +195,12 @@ impl ProxyHttp for Proxy {
             session.write_response_body(Some(body), true).await?;
             return Ok(true);
         }
-        match self.router.route(session.req_header()) {
+        let https = crate::tls::edge::is_tls(session);
+        match self.router.route(session.req_header(), https) {
+            Route::Edge(answer) => {
+                crate::tls::Edge::reply(session, answer).await?;
+                Ok(true)
+            }
             Route::WebSocket(route, params) => {
                 let route = route.clone();
                 self.ws
@@ -246,8 +254,12 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        self.forwarding
-            .apply(upstream_request, Self::client_ip(session), &ctx.request_id);
+        self.forwarding.apply(
+            upstream_request,
+            Self::client_ip(session),
+            &ctx.request_id,
+            crate::tls::edge::is_tls(session),
+        );
         Ok(())
     }
 
@@ -293,6 +305,9 @@ impl ProxyHttp for Proxy {
                 Box::new(stand_in),
             ));
             return Ok(());
+        }
+        if let Some(edge) = &self.tls {
+            edge.response_headers(session, upstream_response)?;
         }
         upstream_response.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
         let http2 = session.is_http2();

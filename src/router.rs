@@ -3,6 +3,9 @@
 //! the path to choose a destination.
 //!
 //! The decisions, in this order (the first that claims a request wins):
+//! 0. **TLS edge** (`[tls]`, plain listeners only): an ACME http-01 challenge answered
+//!    from [`crate::tls::Http01Tokens`], else with `redirect_http` a 308 to https://
+//!    ([`crate::tls::Edge`]);
 //! 1. **WebSocket route** (`[[ws]]`): served in-process by [`crate::ws`];
 //! 2. **static location** (`[[static]]`): files served by [`crate::files`], matched on the
 //!    percent-decoded path so that `/st%61tic/` cannot slip past a location (an `internal`
@@ -30,6 +33,8 @@ use crate::ws::RouteConfig;
 /// Where a request goes.
 #[derive(Debug)]
 pub enum Route<'a> {
+    /// Answered by the TLS edge: an ACME challenge or a redirect to https.
+    Edge(crate::tls::edge::Answer),
     /// An in-process WebSocket route, with the path parameters it matched.
     WebSocket(&'a Arc<RouteConfig>, BTreeMap<String, String>),
     /// A static location.
@@ -42,6 +47,10 @@ impl Route<'_> {
     /// A short, bounded name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
+            Route::Edge(crate::tls::edge::Answer::Reply {
+                location: Some(_), ..
+            }) => "redirect",
+            Route::Edge(_) => "acme_challenge",
             Route::WebSocket(..) => "websocket",
             Route::Static(_) => "static",
             Route::Upstream => "upstream",
@@ -53,15 +62,33 @@ impl Route<'_> {
 pub struct Router {
     ws: Vec<Arc<RouteConfig>>,
     files: Arc<Files>,
+    edge: Option<Arc<crate::tls::Edge>>,
 }
 
 impl Router {
     pub fn new(ws: Vec<Arc<RouteConfig>>, files: Arc<Files>) -> Router {
-        Router { ws, files }
+        Router {
+            ws,
+            files,
+            edge: None,
+        }
     }
 
-    /// Decides where `req` goes; see the module documentation for the order.
-    pub fn route(&self, req: &RequestHeader) -> Route<'_> {
+    /// With `[tls]`: challenges and redirects on the plain listeners come first.
+    pub fn with_edge(mut self, edge: Option<Arc<crate::tls::Edge>>) -> Router {
+        self.edge = edge;
+        self
+    }
+
+    /// Decides where `req`, received on a TLS listener or not (`https`), goes; see the
+    /// module documentation for the order.
+    pub fn route(&self, req: &RequestHeader, https: bool) -> Route<'_> {
+        if let Some(edge) = &self.edge {
+            let answer = edge.decide_request(req, https);
+            if answer != crate::tls::edge::Answer::Pass {
+                return Route::Edge(answer);
+            }
+        }
         let path = req.uri.path();
         if let Some(r) = self.websocket(path) {
             return r;
@@ -155,15 +182,31 @@ mod tests {
     fn websocket_routes_then_upstream() {
         let c = config("[[ws]]\npath = \"/ws/{room}/\"\ngroups = [\"chat-{room}\"]\n").unwrap();
         let router = Router::new(c.ws.into_iter().map(Arc::new).collect(), files(c.statics));
-        match router.route(&req("/ws/lobby/")) {
+        match router.route(&req("/ws/lobby/"), false) {
             Route::WebSocket(r, p) => {
                 assert_eq!(r.path.to_string(), "/ws/{room}/");
                 assert_eq!(p["room"], "lobby");
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(router.route(&req("/ws/")).kind(), "upstream");
-        assert_eq!(router.route(&req("/api/")).kind(), "upstream");
+        assert_eq!(router.route(&req("/ws/"), false).kind(), "upstream");
+        assert_eq!(router.route(&req("/api/"), false).kind(), "upstream");
+    }
+
+    #[test]
+    fn tls_edge_comes_first_on_plain_listeners_only() {
+        let c = config("[[ws]]\npath = \"/ws/{room}/\"\ngroups = [\"chat-{room}\"]\n[tls]\nlisten = [\"127.0.0.1:8443\"]\nacme = { domains = [\"a.example\"], challenge = \"http-01\" }\nredirect_http = true\n").unwrap();
+        let tokens = crate::tls::Http01Tokens::default();
+        assert!(tokens.insert("abcdefghijklmnopqrstuvwxyz", "ka"));
+        let edge = Arc::new(crate::tls::Edge::new(c.tls.as_ref().unwrap(), tokens));
+        let router = Router::new(c.ws.into_iter().map(Arc::new).collect(), files(c.statics))
+            .with_edge(Some(edge));
+        let mut r = req("/ws/lobby/");
+        r.insert_header("host", "a.example").unwrap();
+        assert_eq!(router.route(&r, false).kind(), "redirect");
+        assert_eq!(router.route(&r, true).kind(), "websocket");
+        let challenge = req("/.well-known/acme-challenge/abcdefghijklmnopqrstuvwxyz");
+        assert_eq!(router.route(&challenge, false).kind(), "acme_challenge");
     }
 
     #[test]
@@ -175,11 +218,17 @@ mod tests {
         ))
         .unwrap();
         let router = Router::new(c.ws.into_iter().map(Arc::new).collect(), files(c.statics));
-        assert_eq!(router.route(&req("/static/app.js")).kind(), "static");
-        assert_eq!(router.route(&req("/st%61tic/app.js")).kind(), "static");
-        assert_eq!(router.route(&req("/prot%65cted/a.tif")).kind(), "static");
-        assert_eq!(router.route(&req("/static")).kind(), "upstream");
-        assert_eq!(router.route(&req("/ws/x/")).kind(), "websocket");
+        assert_eq!(router.route(&req("/static/app.js"), false).kind(), "static");
+        assert_eq!(
+            router.route(&req("/st%61tic/app.js"), false).kind(),
+            "static"
+        );
+        assert_eq!(
+            router.route(&req("/prot%65cted/a.tif"), false).kind(),
+            "static"
+        );
+        assert_eq!(router.route(&req("/static"), false).kind(), "upstream");
+        assert_eq!(router.route(&req("/ws/x/"), false).kind(), "websocket");
     }
 
     #[test]

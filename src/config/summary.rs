@@ -120,14 +120,22 @@ pub fn render(c: &Config) -> String {
             "      auth {auth}; inbound {inbound}; origins {origins}"
         ));
         line(format!(
-            "      max message {} bytes, ping {}, send queue {} ({:?} when full)",
+            "      max message {} bytes, ping {}, send queue {} messages / {} bytes ({:?} when full)",
             r.max_message,
             r.ping_interval
                 .map(show_duration)
                 .map(|d| d.to_string())
                 .unwrap_or_else(|| "off".into()),
             r.send_queue,
+            r.send_queue_bytes,
             r.slow_client
+        ));
+        line(format!(
+            "      inbound rate {} burst {} ({:?} when over), send timeout {}",
+            r.inbound_rate,
+            r.inbound_burst,
+            r.inbound_limit,
+            show_duration(r.send_timeout)
         ));
     }
     if c.statics.is_empty() {
@@ -193,6 +201,9 @@ pub fn render(c: &Config) -> String {
             show_duration(a.expiry),
             a.prefetch
         )),
+    }
+    if let Some(t) = &c.tls {
+        line(crate::tls::summary(t).trim_end().to_string());
     }
     line(format!(
         "log:         level \"{}\", access log {}, {:?} format",

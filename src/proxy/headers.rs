@@ -170,7 +170,8 @@ impl Net {
 /// How forwarding headers are written: a client in `trusted` (a proxy in front of
 /// channelgate, such as nginx terminating TLS) keeps the X-Forwarded-Proto,
 /// X-Forwarded-Host and X-Real-IP it sent; anyone else's are replaced. Nobody's
-/// `X-Channelgate-*` headers, nor those in `strip`, reach the app.
+/// `X-Channelgate-*` headers, nor those in `strip`, reach the app. X-Forwarded-Proto is
+/// "https" on the TLS listeners.
 #[derive(Clone, Default)]
 pub struct Forwarding {
     pub trusted: Vec<Net>,
@@ -220,7 +221,13 @@ impl Forwarding {
     /// Prepares `req` for the app: strips reserved and configured headers, then writes
     /// X-Forwarded-For/-Proto/-Host, X-Real-IP and X-Request-Id. Identity headers that
     /// channelgate itself adds (auth subrequest) must be added after this.
-    pub fn apply(&self, req: &mut RequestHeader, client: Option<IpAddr>, request_id: &str) {
+    pub fn apply(
+        &self,
+        req: &mut RequestHeader,
+        client: Option<IpAddr>,
+        request_id: &str,
+        https: bool,
+    ) {
         let trusted = client.is_some_and(|ip| self.trusted.iter().any(|n| n.contains(ip)));
         let stripped = reserved::strip(req, &self.strip, !self.underscores);
         let real_ip_replaced = self.real_ip(req, client, trusted);
@@ -243,6 +250,9 @@ impl Forwarding {
             keep(req, "x-forwarded-host"),
         );
         add_forwarding_inner(req, client, request_id, keep_proto, keep_host);
+        if https && !keep_proto {
+            set(req, "x-forwarded-proto", "https");
+        }
     }
 
     /// X-Real-IP is the client's address, or what a trusted proxy said it is (when that is
@@ -397,7 +407,7 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-for", "10.0.0.2"),
         ]);
-        Forwarding::default().apply(&mut r, Some("127.0.0.9".parse().unwrap()), "abc");
+        Forwarding::default().apply(&mut r, Some("127.0.0.9".parse().unwrap()), "abc", false);
         assert_eq!(
             r.headers["x-forwarded-for"],
             "10.0.0.1, 10.0.0.2, 127.0.0.9"
@@ -406,6 +416,8 @@ mod tests {
         assert_eq!(r.headers["x-forwarded-host"], "app.example.org");
         assert_eq!(r.headers["x-request-id"], "abc");
         assert_eq!(r.headers.get_all("x-forwarded-for").iter().count(), 1);
+        Forwarding::default().apply(&mut r, None, "abc", true);
+        assert_eq!(r.headers["x-forwarded-proto"], "https");
     }
 
     #[test]
@@ -424,11 +436,11 @@ mod tests {
             ("x-forwarded-host", "public.example"),
         ];
         let mut r = req(&incoming);
-        f.apply(&mut r, Some("10.1.2.3".parse().unwrap()), "id");
+        f.apply(&mut r, Some("10.1.2.3".parse().unwrap()), "id", false);
         assert_eq!(r.headers["x-forwarded-proto"], "https");
         assert_eq!(r.headers["x-forwarded-host"], "public.example");
         let mut r = req(&incoming);
-        f.apply(&mut r, Some("192.168.0.1".parse().unwrap()), "id");
+        f.apply(&mut r, Some("192.168.0.1".parse().unwrap()), "id", false);
         assert_eq!(
             r.headers["x-forwarded-proto"], "http",
             "untrusted clients cannot claim https"
@@ -461,7 +473,7 @@ mod tests {
             ("x-real-ip", "1.2.3.4"),
         ];
         let mut r = req(&forged);
-        f.apply(&mut r, Some("192.168.0.9".parse().unwrap()), "id");
+        f.apply(&mut r, Some("192.168.0.9".parse().unwrap()), "id", false);
         assert!(!r
             .headers
             .keys()
@@ -472,15 +484,15 @@ mod tests {
         assert_eq!(c.with_label_values(&["x_real_ip"]).get(), 1);
         // A trusted proxy's X-Real-IP is kept; its X-Channelgate-* headers are not.
         let mut r = req(&forged);
-        f.apply(&mut r, Some("10.0.0.1".parse().unwrap()), "id");
+        f.apply(&mut r, Some("10.0.0.1".parse().unwrap()), "id", false);
         assert_eq!(r.headers["x-real-ip"], "1.2.3.4");
         assert!(!r.headers.contains_key("x-channelgate-user"));
         let mut r = req(&[("x_real_ip", "1.1.1.1")]);
-        f.apply(&mut r, Some("192.168.0.9".parse().unwrap()), "id");
+        f.apply(&mut r, Some("192.168.0.9".parse().unwrap()), "id", false);
         assert!(!r.headers.contains_key("x_real_ip"));
         assert_eq!(r.headers["x-real-ip"], "192.168.0.9");
         let mut r = req(&[("x-real-ip", "not an ip")]);
-        f.apply(&mut r, Some("10.0.0.1".parse().unwrap()), "id");
+        f.apply(&mut r, Some("10.0.0.1".parse().unwrap()), "id", false);
         assert_eq!(r.headers["x-real-ip"], "10.0.0.1");
     }
 

@@ -43,6 +43,7 @@ pub fn subrequest(
     client: Option<IpAddr>,
     request_id: &str,
     channel: &str,
+    https: bool,
 ) -> pingora::Result<RequestHeader> {
     let mut sub = RequestHeader::build("GET", cfg_path.as_bytes(), None)?;
     for name in PASSED
@@ -57,7 +58,7 @@ pub fn subrequest(
     sub.insert_header("x-original-uri", uri)?;
     sub.insert_header("x-original-method", req.method.as_str())?;
     // First what the client sent is cleaned, then channelgate's own statement is added.
-    forwarding.apply(&mut sub, client, request_id);
+    forwarding.apply(&mut sub, client, request_id, https);
     sub.insert_header("x-channelgate-channel", channel)?;
     Ok(sub)
 }
@@ -265,6 +266,7 @@ mod tests {
             Some("127.0.0.2".parse().unwrap()),
             "rid",
             "ch!x",
+            false,
         )
         .unwrap();
         assert_eq!(sub.uri.path(), "/ws-auth/");

@@ -5,10 +5,10 @@ Environment:
   TESTAPP_DB              SQLite file (default: <tempdir>/channelgate-testapp.sqlite3);
                           give each test its own file and run `manage.py prepare` first
   TESTAPP_UNHEALTHY_FILE  if this path exists, GET /healthz answers 503
-  TESTAPP_PROTECTED_ROOT  the directory django-sendfile2 hands out (SENDFILE_ROOT), served
-                          by channelgate's internal location /protected/
   CHANNELGATE_HOOK_SECRET channelgate's [upstream] hook_secret, for the /hook/ views
                           (hook_views.py, verified by the channelgate package)
+  TESTAPP_PROTECTED_ROOT  the directory django-sendfile2 hands out (SENDFILE_ROOT), served
+                          by channelgate's internal location /protected/
 """
 import os
 import tempfile
@@ -38,12 +38,12 @@ MIDDLEWARE = [
 APPEND_SLASH = False
 PREPEND_WWW = False
 
+# The channelgate package's @channelgate_hook verifies channelgate's signed calls with it.
+CHANNELGATE_HOOK_SECRET = os.environ.get("CHANNELGATE_HOOK_SECRET")
 # django-sendfile2, nginx backend: views answer X-Accel-Redirect: /protected/<path>.
 SENDFILE_BACKEND = "django_sendfile.backends.nginx"
 SENDFILE_ROOT = os.environ.get("TESTAPP_PROTECTED_ROOT", "/nonexistent")
 SENDFILE_URL = "/protected"
-# The channelgate package's @channelgate_hook verifies channelgate's signed calls with it.
-CHANNELGATE_HOOK_SECRET = os.environ.get("CHANNELGATE_HOOK_SECRET")
 
 ROOT_URLCONF = "testapp.urls"
 WSGI_APPLICATION = "testapp.wsgi.application"
