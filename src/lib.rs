@@ -21,5 +21,6 @@ pub mod proxy;
 pub mod publish;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
 pub mod upstream;
 pub mod ws;

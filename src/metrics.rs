@@ -21,6 +21,7 @@ pub struct Metrics {
     pub ws: WsMetrics,
     pub hub: HubMetrics,
     pub broker: BrokerMetrics,
+    pub acme: crate::tls::acme::metrics::AcmeMetrics,
 }
 
 /// The group broker (RabbitMQ).
@@ -119,18 +120,23 @@ fn valid<T>(r: prometheus::Result<T>) -> T {
     r.expect("constant metric name, help and labels are well formed")
 }
 
-fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
+pub(crate) fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
     register(reg, valid(IntCounter::new(name, help)))
 }
 
-fn counter_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(crate) fn counter_vec(
+    reg: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> IntCounterVec {
     register(
         reg,
         valid(IntCounterVec::new(Opts::new(name, help), labels)),
     )
 }
 
-fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
+pub(crate) fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
     register(reg, valid(IntGauge::new(name, help)))
 }
 
@@ -341,6 +347,7 @@ impl Metrics {
                 &["op", "outcome"],
             ),
         };
+        let acme = crate::tls::acme::metrics::AcmeMetrics::new(reg);
         Metrics {
             registry,
             http,
@@ -348,6 +355,7 @@ impl Metrics {
             ws,
             hub,
             broker,
+            acme,
         }
     }
 

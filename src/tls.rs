@@ -1,0 +1,2 @@
+//! TLS (temporary stub until the tls branch lands).
+pub mod acme;

@@ -1,0 +1,130 @@
+//! Certificates that obtain and renew themselves: an ACME (RFC 8555) client run as a
+//! background service beside the listeners.
+//!
+//! - [`service`]: the loop. On start it serves what state_dir holds, orders when there is
+//!   nothing (or it does not cover the configured names) and renews `renew_before` ahead of
+//!   expiry; a failure keeps the current certificate and backs off ([`schedule`]).
+//! - [`order`]: one ACME conversation through instant-acme (JWS, nonces and polling are
+//!   the crate's); the challenge is answered by channelgate itself: tls-alpn-01 (RFC 8737)
+//!   on the TLS listeners, or http-01 on the plain listeners, through [`Challenges`].
+//! - [`state`]: state_dir (0700; keys and account 0600), and the lock that lets several
+//!   instances share it: one orders, the others pick the result up from disk.
+//! - [`cert`]: PEM to rustls, validity, the tls-alpn-01 certificate.
+
+pub mod cert;
+pub mod metrics;
+pub mod order;
+pub mod schedule;
+pub mod service;
+pub mod state;
+pub mod summary;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::sign::CertifiedKey;
+
+pub use service::AcmeService;
+
+/// Which challenge proves control of the names (RFC 8555 section 8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChallengeKind {
+    /// RFC 8737: a TLS handshake with ALPN `acme-tls/1` on port 443 (a `[tls] listen`).
+    TlsAlpn01,
+    /// A GET of `/.well-known/acme-challenge/{token}` on port 80 (a `[server] listen`).
+    Http01,
+}
+
+impl ChallengeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChallengeKind::TlsAlpn01 => "tls-alpn-01",
+            ChallengeKind::Http01 => "http-01",
+        }
+    }
+}
+
+/// What the ACME client needs from the configuration (`[tls] acme`).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The names on the certificate; the first one names its directory in state_dir.
+    pub domains: Vec<String>,
+    /// Contact address given to the CA (expiry warnings, policy changes).
+    pub email: Option<String>,
+    /// The ACME directory URL.
+    pub directory: String,
+    pub state_dir: PathBuf,
+    pub challenge: ChallengeKind,
+    pub renew_before: Duration,
+    /// PEM file of the CA that signed the ACME server's own HTTPS certificate (pebble, a
+    /// private CA); the system roots when absent.
+    pub directory_ca: Option<PathBuf>,
+}
+
+/// Where the client publishes challenge answers and installs certificates: the TLS
+/// certificate store (the listeners read it on every handshake or request).
+pub trait Challenges: Send + Sync {
+    /// Serve `key` to ClientHellos for `domain` whose ALPN is exactly `acme-tls/1`;
+    /// `None` withdraws it.
+    fn set_alpn_challenge(&self, domain: &str, key: Option<Arc<CertifiedKey>>);
+    /// Answer GET `/.well-known/acme-challenge/{token}` with `key_authorization`; `None`
+    /// withdraws it.
+    fn set_http01(&self, token: &str, key_authorization: Option<String>);
+    /// Serve `key` for these names from now on.
+    fn set_certificate(&self, names: &[String], key: Arc<CertifiedKey>);
+}
+
+/// Why a renewal step failed. Each has a fixed [`reason`](AcmeError::reason) for metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    #[error("state_dir: {0}")]
+    State(#[from] state::StateError),
+    #[error("ACME account: {0}")]
+    Account(#[source] instant_acme::Error),
+    #[error("ACME order: {0}")]
+    Order(#[source] instant_acme::Error),
+    #[error("the CA offers no {} challenge", .0.as_str())]
+    NoChallenge(ChallengeKind),
+    #[error("validation failed: {0}")]
+    Invalid(String),
+    #[error("finalizing the order: {0}")]
+    Finalize(#[source] instant_acme::Error),
+    #[error("certificate: {0}")]
+    Certificate(#[source] cert::CertError),
+}
+
+impl AcmeError {
+    /// The `reason` label: one of state_dir, rate_limited, unreachable, timeout,
+    /// account_unknown, account, order, no_challenge, validation, finalize, certificate.
+    pub fn reason(&self) -> &'static str {
+        let acme = match self {
+            AcmeError::State(_) => return "state_dir",
+            AcmeError::NoChallenge(_) => return "no_challenge",
+            AcmeError::Invalid(_) => return "validation",
+            AcmeError::Certificate(_) => return "certificate",
+            AcmeError::Account(e) | AcmeError::Order(e) | AcmeError::Finalize(e) => e,
+        };
+        match acme {
+            instant_acme::Error::Api(p) if problem_is(p, "rateLimited") => "rate_limited",
+            instant_acme::Error::Api(p) if problem_is(p, "accountDoesNotExist") => {
+                "account_unknown"
+            }
+            instant_acme::Error::Hyper(_) | instant_acme::Error::Http(_) => "unreachable",
+            instant_acme::Error::Other(_) if matches!(self, AcmeError::Account(_)) => "unreachable",
+            instant_acme::Error::Timeout(_) => "timeout",
+            _ => match self {
+                AcmeError::Account(_) => "account",
+                AcmeError::Finalize(_) => "finalize",
+                _ => "order",
+            },
+        }
+    }
+}
+
+fn problem_is(p: &instant_acme::Problem, kind: &str) -> bool {
+    p.r#type
+        .as_deref()
+        .and_then(|t| t.strip_prefix("urn:ietf:params:acme:error:"))
+        == Some(kind)
+}
