@@ -112,3 +112,75 @@ fn client_obtains_and_renews_from_pebble_over_http01() {
         "challenges withdrawn"
     );
 }
+
+/// Two instances on one state_dir: one orders (it holds the lock), the other installs the
+/// certificate it wrote; the CA sees one order.
+#[test]
+fn instances_sharing_a_state_dir_order_once() {
+    if !pebble::available() {
+        return;
+    }
+    let dir = tempdir();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let http_port = listener.local_addr().expect("addr").port();
+    let pebble = Pebble::start(dir.path(), http_port, free_port(), 3600);
+    let sink = Arc::new(Sink::default());
+    serve_tokens(listener, sink.clone());
+    let settings = Settings {
+        domains: vec!["shared.acme.test".into()],
+        email: None,
+        directory: pebble.directory(),
+        state_dir: dir.path().join("acme"),
+        challenge: ChallengeKind::Http01,
+        renew_before: Duration::from_secs(30 * 86400),
+        directory_ca: Some(pebble.directory_ca.clone()),
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (stop, watch) = tokio::sync::watch::channel(false);
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let own = Arc::new(Sink::default());
+        let metrics = Arc::new(Metrics::new());
+        // Each instance installs into its own store, and answers through the shared port.
+        let both = Arc::new(Tee(own.clone(), sink.clone()));
+        let service = AcmeService::new(settings.clone(), both, metrics.clone());
+        let watch = watch.clone();
+        rt.spawn(async move { service.start(watch).await });
+        instances.push((own, metrics));
+    }
+    wait_for(
+        "both instances serve a certificate",
+        Duration::from_secs(120),
+        || {
+            instances
+                .iter()
+                .all(|(own, _)| !own.installed.lock().unwrap().is_empty())
+        },
+    );
+    let _ = stop.send(true);
+    let orders: u64 = instances
+        .iter()
+        .map(|(_, m)| m.acme.orders.with_label_values(&["issued"]).get())
+        .sum();
+    assert_eq!(orders, 1, "one order for both\n{}", pebble.log());
+    let loaded: u64 = instances.iter().map(|(_, m)| m.acme.loaded.get()).sum();
+    assert_eq!(loaded, 1, "the other instance loaded it from state_dir");
+    let leaves: Vec<Vec<u8>> = instances
+        .iter()
+        .map(|(own, _)| own.installed.lock().unwrap()[0].clone())
+        .collect();
+    assert_eq!(leaves[0], leaves[1], "the same certificate");
+}
+
+/// Installs into the first sink, answers challenges through the second.
+struct Tee(Arc<Sink>, Arc<Sink>);
+
+impl Challenges for Tee {
+    fn set_alpn_challenge(&self, _: &str, _: Option<Arc<CertifiedKey>>) {}
+    fn set_http01(&self, token: &str, key_authorization: Option<String>) {
+        self.1.set_http01(token, key_authorization);
+    }
+    fn set_certificate(&self, names: &[String], key: Arc<CertifiedKey>) {
+        self.0.set_certificate(names, key);
+    }
+}
