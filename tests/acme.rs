@@ -184,3 +184,87 @@ impl Challenges for Tee {
         self.0.set_certificate(names, key);
     }
 }
+
+/// channelgate with `[tls] acme` in front of pebble: the certificate is issued and served
+/// on the TLS listener, renewed (pebble's certificates live an hour and renew_before asks
+/// for a renewal 10 s after issuance), and served again after a restart with pebble gone.
+fn issue_serve_renew_restart(challenge: &str) {
+    if !pebble::available() {
+        return;
+    }
+    let dir = tempdir();
+    let (http_port, tls_port, admin_port) = (free_port(), free_port(), free_port());
+    let mut pebble = Pebble::start(dir.path(), http_port, tls_port, 3600);
+    let state_dir = dir.path().join("acme");
+    let domain = "app.acme.test";
+    let body = format!(
+        "[upstream]\nservers = [\"127.0.0.1:{dead}\"]\n\n[tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\n\
+         acme = {{ domains = [\"{domain}\"], email = \"ops@acme.test\", directory = \"{directory}\", \
+         state_dir = \"{state}\", challenge = \"{challenge}\", renew_before = \"3590s\", \
+         directory_ca = \"{ca}\" }}\n",
+        dead = free_port(),
+        directory = pebble.directory(),
+        state = state_dir.display(),
+        ca = pebble.directory_ca.display(),
+    );
+    let mut cg = Channelgate::start_on(dir.path(), (http_port, admin_port), "", &body);
+    let issued = |cg: &Channelgate| cg.metric("channelgate_acme_orders_total{outcome=\"issued\"}");
+
+    // Issued and served.
+    wait_for("the first certificate", Duration::from_secs(120), || issued(&cg) >= 1.0);
+    let root = pebble.root_pem();
+    let chain_path = std::fs::read_dir(&state_dir)
+        .expect("state_dir")
+        .flatten()
+        .map(|e| e.path().join(domain).join("fullchain.pem"))
+        .find(|p| p.exists())
+        .expect("fullchain.pem in state_dir");
+    let on_disk = || tls_client::leaf_of(&std::fs::read_to_string(&chain_path).expect("chain"));
+    let first = on_disk();
+    let served = tls_client::served_leaf(tls_port, domain, &root).expect("served");
+    assert_eq!(served, first, "the TLS listener serves the issued certificate");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&state_dir), 0o700);
+    assert_eq!(mode(&chain_path.with_file_name("privkey.pem")), 0o600);
+
+    // Renewed: a new certificate on disk and on the listener.
+    wait_for("the renewal", Duration::from_secs(120), || issued(&cg) >= 2.0);
+    wait_for("the renewed certificate served", Duration::from_secs(30), || {
+        let disk = on_disk();
+        disk != first && tls_client::served_leaf(tls_port, domain, &root).ok() == Some(disk)
+    });
+
+    // Restart with the CA gone: the stored certificate is served at once, the renewal
+    // that falls due fails and is counted, and the certificate stays.
+    cg.proc.signal("TERM");
+    cg.proc.wait_exit(Duration::from_secs(30));
+    pebble.stop();
+    let stored = on_disk();
+    let cg = Channelgate::start_with(dir.path(), cg.config.clone(), http_port, admin_port, false);
+    wait_for("the stored certificate", Duration::from_secs(30), || {
+        cg.metric("channelgate_acme_certificates_loaded_total") >= 1.0
+    });
+    assert_eq!(
+        tls_client::served_leaf(tls_port, domain, &root).expect("served after restart"),
+        stored
+    );
+    wait_for("a failed renewal", Duration::from_secs(60), || {
+        cg.metric("channelgate_acme_failures_total{reason=\"unreachable\"}") >= 1.0
+    });
+    assert_eq!(
+        tls_client::served_leaf(tls_port, domain, &root).expect("served after a failure"),
+        stored,
+        "a failed renewal keeps the certificate"
+    );
+}
+
+#[test]
+fn tls_alpn_01_issues_serves_renews_and_survives_restart() {
+    issue_serve_renew_restart("tls-alpn-01");
+}
+
+#[test]
+fn http_01_issues_serves_renews_and_survives_restart() {
+    issue_serve_renew_restart("http-01");
+}
