@@ -34,6 +34,8 @@ pub struct Config {
     /// `[[ws]]`: the WebSocket routes served in-process.
     pub ws: Vec<RouteConfig>,
     pub broker: BrokerConfig,
+    /// `[tls]`: HTTPS listeners and certificates; None when the section is absent.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 /// `[server]`: the client-facing listeners and process behaviour.
@@ -83,6 +85,7 @@ pub(crate) struct RawConfig {
     log: RawLog,
     ws: Vec<RawRoute>,
     broker: RawBroker,
+    tls: Option<crate::tls::config::RawTls>,
 }
 
 #[derive(Deserialize, Default)]
@@ -161,6 +164,7 @@ impl Config {
         let log = raw.log.validate(&root.key("log"), &mut errs);
         let ws = crate::ws::config::validate_routes(raw.ws, &root.key("ws"), &mut errs);
         let broker = raw.broker.validate(&root.key("broker"), &mut errs);
+        let tls = raw.tls.map(|t| t.validate(&root.key("tls"), &mut errs));
         if let (Some(a), true) = (
             &admin.listen,
             server
@@ -196,6 +200,7 @@ impl Config {
             log,
             ws,
             broker,
+            tls,
         };
         errs.into_result(&file, config)
     }

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub ws: WsMetrics,
     pub hub: HubMetrics,
     pub broker: BrokerMetrics,
+    pub tls: std::sync::Arc<crate::tls::TlsMetrics>,
     pub acme: crate::tls::acme::metrics::AcmeMetrics,
 }
 
@@ -140,7 +141,7 @@ pub(crate) fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
     register(reg, valid(IntGauge::new(name, help)))
 }
 
-fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+pub(crate) fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     register(reg, valid(IntGaugeVec::new(Opts::new(name, help), labels)))
 }
 
@@ -347,9 +348,11 @@ impl Metrics {
                 &["op", "outcome"],
             ),
         };
+        let tls = std::sync::Arc::new(crate::tls::TlsMetrics::new(reg));
         let acme = crate::tls::acme::metrics::AcmeMetrics::new(reg);
         Metrics {
             registry,
+            tls,
             http,
             upstream,
             ws,

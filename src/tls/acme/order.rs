@@ -13,7 +13,7 @@ use rustls::sign::CertifiedKey;
 
 use super::cert::alpn_challenge_key;
 use super::state::StateDir;
-use super::{AcmeError, ChallengeKind, Challenges, Settings};
+use super::{AcmeConfig, AcmeError, Challenge, Challenges};
 
 /// How long the server may take to validate the challenges, and then to issue.
 const POLL: RetryPolicy = RetryPolicy::new()
@@ -22,7 +22,7 @@ const POLL: RetryPolicy = RetryPolicy::new()
     .timeout(Duration::from_secs(120));
 
 /// The account stored in state_dir, or a new one (stored at once, 0600).
-pub async fn account(settings: &Settings, state: &StateDir) -> Result<Account, AcmeError> {
+pub async fn account(settings: &AcmeConfig, state: &StateDir) -> Result<Account, AcmeError> {
     let builder = || match &settings.directory_ca {
         Some(ca) => Account::builder_with_root(ca),
         None => Account::builder(),
@@ -92,7 +92,7 @@ impl Drop for Published<'_> {
 pub async fn obtain(
     account: &Account,
     domains: &[String],
-    kind: ChallengeKind,
+    kind: Challenge,
     challenges: &dyn Challenges,
 ) -> Result<(String, String), AcmeError> {
     let identifiers: Vec<Identifier> = domains.iter().cloned().map(Identifier::Dns).collect();
@@ -106,8 +106,8 @@ pub async fn obtain(
         http: Vec::new(),
     };
     let challenge_type = match kind {
-        ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
-        ChallengeKind::Http01 => ChallengeType::Http01,
+        Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+        Challenge::Http01 => ChallengeType::Http01,
     };
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
@@ -122,13 +122,13 @@ pub async fn obtain(
             .ok_or(AcmeError::NoChallenge(kind))?;
         let key_authorization = challenge.key_authorization();
         match kind {
-            ChallengeKind::TlsAlpn01 => {
+            Challenge::TlsAlpn01 => {
                 let domain = challenge.identifier().to_string();
                 let key = alpn_challenge_key(&domain, key_authorization.digest().as_ref())
                     .map_err(AcmeError::Certificate)?;
                 published.alpn(domain, key);
             }
-            ChallengeKind::Http01 => published.http(
+            Challenge::Http01 => published.http(
                 challenge.token.clone(),
                 key_authorization.as_str().to_string(),
             ),

@@ -13,19 +13,23 @@ use pingora::services::background::BackgroundService;
 use super::cert::Issued;
 use super::schedule::{self, LOCK_RETRY, RECHECK_MAX};
 use super::state::StateDir;
-use super::{order, AcmeError, Challenges, Settings};
+use super::{order, AcmeConfig, AcmeError, Challenges};
 use crate::metrics::Metrics;
 
 /// `[tls] acme`: obtains, renews and installs one certificate for `domains`.
 pub struct AcmeService {
-    settings: Settings,
+    settings: AcmeConfig,
     state: StateDir,
     challenges: Arc<dyn Challenges>,
     metrics: Arc<Metrics>,
 }
 
 impl AcmeService {
-    pub fn new(settings: Settings, challenges: Arc<dyn Challenges>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        settings: AcmeConfig,
+        challenges: Arc<dyn Challenges>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let state = StateDir::new(&settings.state_dir, &settings.directory, &settings.domains);
         AcmeService {
             settings,

@@ -6,10 +6,10 @@ use std::time::SystemTime;
 
 use super::schedule;
 use super::state::StateDir;
-use super::Settings;
+use super::AcmeConfig;
 
 /// Lines for `channelgate check`, each starting with `indent`.
-pub fn render(s: &Settings, indent: &str) -> String {
+pub fn render(s: &AcmeConfig, indent: &str) -> String {
     let mut out = String::new();
     let state = StateDir::new(&s.state_dir, &s.directory, &s.domains);
     let _ = writeln!(out, "{indent}acme domains: {}", s.domains.join(", "));
@@ -27,8 +27,8 @@ pub fn render(s: &Settings, indent: &str) -> String {
         "{indent}acme challenge: {} ({})",
         s.challenge.as_str(),
         match s.challenge {
-            super::ChallengeKind::TlsAlpn01 => "answered on the [tls] listeners",
-            super::ChallengeKind::Http01 => "answered on the [server] listeners",
+            super::Challenge::TlsAlpn01 => "answered on the [tls] listeners",
+            super::Challenge::Http01 => "answered on the [server] listeners",
         }
     );
     let _ = writeln!(
