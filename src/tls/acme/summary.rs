@@ -8,41 +8,41 @@ use super::schedule;
 use super::state::StateDir;
 use super::AcmeConfig;
 
-/// Lines for `channelgate check`, each starting with `indent`.
-pub fn render(s: &AcmeConfig, indent: &str) -> String {
+/// The `acme:` lines of `channelgate check`.
+pub fn render(s: &AcmeConfig) -> String {
     let mut out = String::new();
     let state = StateDir::new(&s.state_dir, &s.directory, &s.domains);
-    let _ = writeln!(out, "{indent}acme domains: {}", s.domains.join(", "));
-    let _ = writeln!(out, "{indent}acme directory: {}", s.directory);
-    if let Some(ca) = &s.directory_ca {
-        let _ = writeln!(out, "{indent}acme directory_ca: {}", ca.display());
-    }
     let _ = writeln!(
         out,
-        "{indent}acme email: {}",
-        s.email.as_deref().unwrap_or("(none)")
+        "acme:        {} from {}",
+        s.domains.join(", "),
+        s.directory
     );
     let _ = writeln!(
         out,
-        "{indent}acme challenge: {} ({})",
+        "  challenge: {} ({}), renewal {} before expiry",
         s.challenge.as_str(),
         match s.challenge {
             super::Challenge::TlsAlpn01 => "answered on the [tls] listeners",
             super::Challenge::Http01 => "answered on the [server] listeners",
-        }
+        },
+        humantime::format_duration(s.renew_before)
     );
     let _ = writeln!(
         out,
-        "{indent}acme renew_before: {}",
-        humantime::format_duration(s.renew_before)
+        "  email:     {}",
+        s.email.as_deref().unwrap_or("(none)")
     );
-    let _ = writeln!(out, "{indent}acme state_dir: {}", s.state_dir.display());
+    if let Some(ca) = &s.directory_ca {
+        let _ = writeln!(out, "  directory_ca: {}", ca.display());
+    }
+    let _ = writeln!(out, "  state_dir: {}", s.state_dir.display());
     let account = match state.load_account() {
         Ok(Some(_)) => format!("registered ({})", state.account_path().display()),
         Ok(None) => "none yet: registered on first start".to_string(),
         Err(e) => format!("UNUSABLE, a new one will be registered: {e}"),
     };
-    let _ = writeln!(out, "{indent}acme account: {account}");
+    let _ = writeln!(out, "  account:   {account}");
     let cert = match state.load_certificate() {
         Ok(Some(c)) => {
             let now = SystemTime::now();
@@ -68,6 +68,6 @@ pub fn render(s: &AcmeConfig, indent: &str) -> String {
         Ok(None) => "none yet: ordered on first start".to_string(),
         Err(e) => format!("UNUSABLE, ordered again on start: {e}"),
     };
-    let _ = writeln!(out, "{indent}acme certificate: {cert}");
+    let _ = writeln!(out, "  certificate: {cert}");
     out
 }
