@@ -24,6 +24,7 @@ use std::sync::Arc;
 use rustls::sign::CertifiedKey;
 
 use super::{CertStore, Http01Tokens};
+use crate::config::{Errors, KeyPath};
 
 pub use service::AcmeService;
 
@@ -115,6 +116,23 @@ impl AcmeError {
             },
         }
     }
+}
+
+/// The checks of `[tls] acme` that read files (at start and by `channelgate check`):
+/// `directory_ca` must hold a PEM certificate.
+pub fn validate_files(acme: &AcmeConfig, path: &KeyPath, errs: &mut Errors) {
+    use rustls::pki_types::pem::PemObject;
+    let Some(ca) = &acme.directory_ca else {
+        return;
+    };
+    let problem = match std::fs::read(ca) {
+        Err(e) => format!("cannot read {}: {e}", ca.display()),
+        Ok(pem) => match rustls::pki_types::CertificateDer::pem_slice_iter(&pem).next() {
+            Some(Ok(_)) => return,
+            _ => format!("{} holds no PEM certificate", ca.display()),
+        },
+    };
+    errs.add(&path.key("directory_ca"), problem);
 }
 
 fn problem_is(p: &instant_acme::Problem, kind: &str) -> bool {
