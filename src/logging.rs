@@ -1,6 +1,10 @@
 //! Tracing setup: the level comes from `RUST_LOG` when set, else from `[log] level`.
 
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+
+use crate::tls::handshake_log::HandshakeLog;
 
 use crate::config::{LogConfig, LogFormat};
 
@@ -13,8 +17,14 @@ pub fn init(config: &LogConfig) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // Failed TLS handshakes, which Pingora logs once per client, are counted and rate-limited.
     let _ = match config.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.finish().with(HandshakeLog).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(HandshakeLog)
+            .try_init(),
     };
 }

@@ -63,8 +63,22 @@ enum Command {
         #[arg(long, env = "CHANNELGATE_PUBLISH_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Re-read the TLS certificate files in the running instance (like `nginx -s reload` for
+    /// certificates): sends SIGHUP to the process in [server] pid_file. New handshakes use
+    /// the new certificates; open connections continue. A bad file keeps the old certificate.
+    Reload {
+        /// The TOML configuration file (for its pid_file).
+        #[arg(
+            short,
+            long,
+            value_name = "FILE",
+            default_value = "/etc/channelgate/channelgate.toml"
+        )]
+        config: PathBuf,
+    },
     /// Validate a configuration like `nginx -t`: print what was understood and exit 0, or
-    /// print every error with its key, line and column and exit 1.
+    /// print every error with its key, line and column and exit 1. TLS certificate files
+    /// are read: each must match its key and be unexpired (a warning under 14 days).
     Check {
         /// The TOML configuration file.
         #[arg(
@@ -90,10 +104,38 @@ fn main() -> ExitCode {
         Command::Check { config } => match load(&config) {
             Ok(c) => {
                 print!("{}", c.summary());
-                ExitCode::SUCCESS
+                let Some(tls) = &c.tls else {
+                    return ExitCode::SUCCESS;
+                };
+                let (lines, ok) = channelgate::tls::check_certificates(tls);
+                print!("{lines}");
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!("channelgate check: a certificate cannot be served");
+                    ExitCode::from(1)
+                }
             }
             Err(code) => code,
         },
+        Command::Reload { config } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match channelgate::tls::reload::signal_running(&c.server.pid_file) {
+                Ok(pid) => {
+                    println!(
+                        "sent SIGHUP to channelgate (pid {pid}); its log says what was reloaded"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("channelgate reload: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Publish {
             admin,
             group,
@@ -132,6 +174,7 @@ fn main() -> ExitCode {
             match server::build(&config, &RunOptions { upgrade }) {
                 Ok(s) => {
                     tracing::info!(config = %config.source.display(), "channelgate starting");
+                    server::write_pid_file(&config.server.pid_file);
                     server::run(s);
                     ExitCode::SUCCESS
                 }

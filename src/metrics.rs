@@ -46,7 +46,7 @@ pub struct WsMetrics {
     /// Open connections by route.
     pub open: IntGaugeVec,
     /// Connection attempts by outcome: accepted, bad_handshake, origin, auth_denied,
-    /// auth_error, bad_group, overloaded.
+    /// auth_error, bad_group, overloaded, http2.
     pub connects: IntCounterVec,
     /// Frames received from clients, by kind (text, binary, ping, pong, close).
     pub frames_in: IntCounterVec,

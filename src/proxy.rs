@@ -34,6 +34,8 @@ pub struct Proxy {
     pub access_log: bool,
     pub forwarding: headers::Forwarding,
     pub header_limits: headers::HeaderLimits,
+    /// ACME http-01 answers, redirect to https and HSTS; None without `[tls]`.
+    pub tls: Option<Arc<crate::tls::Edge>>,
 }
 
 /// Per-request state.
@@ -167,6 +169,11 @@ impl ProxyHttp for Proxy {
             session.write_response_body(Some(body), true).await?;
             return Ok(true);
         }
+        if let Some(edge) = &self.tls {
+            if edge.request_filter(session).await? {
+                return Ok(true);
+            }
+        }
         let path = session.req_header().uri.path().to_string();
         if let Some((route, params)) = self.ws.find(&path) {
             self.ws
@@ -206,17 +213,24 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        self.forwarding
-            .apply(upstream_request, Self::client_ip(session), &ctx.request_id);
+        self.forwarding.apply(
+            upstream_request,
+            Self::client_ip(session),
+            &ctx.request_id,
+            crate::tls::edge::is_tls(session),
+        );
         Ok(())
     }
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(edge) = &self.tls {
+            edge.response_headers(session, upstream_response)?;
+        }
         upstream_response.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
         Ok(())
     }

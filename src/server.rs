@@ -37,6 +37,10 @@ pub struct RunOptions {
 pub enum StartError {
     #[error("upstream server address: {0}")]
     Upstream(#[source] std::io::Error),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::StartError),
+    #[error("TLS listener settings: {0}")]
+    TlsSettings(#[source] Box<pingora::Error>),
 }
 
 fn pingora_conf(config: &Config) -> ServerConf {
@@ -64,6 +68,33 @@ fn add_address<A>(service: &mut Service<A>, addr: &Address, read_buffer: usize) 
     service.add_listener(config.l4_buffer(L4BufferSettings::default().read(read_buffer)));
 }
 
+/// Adds the `[tls] listen` addresses, sharing one certificate store (SNI, reload).
+fn add_tls_listeners<A>(
+    service: &mut Service<A>,
+    t: &crate::tls::TlsConfig,
+    store: &crate::tls::CertStore,
+    read_buffer: usize,
+) -> Result<(), StartError> {
+    use crate::tls::listener;
+    for addr in &t.listen {
+        let settings = listener::settings(t, store).map_err(StartError::TlsSettings)?;
+        service.add_listener(
+            ListenerConfig::tcp(addr.to_string())
+                .tls(settings)
+                .l4_buffer(L4BufferSettings::default().read(read_buffer)),
+        );
+    }
+    if t.acme
+        .as_ref()
+        .is_some_and(|a| a.challenge == crate::tls::Challenge::TlsAlpn01)
+    {
+        service
+            .endpoints()
+            .set_pre_tls_callback(Arc::new(listener::AlpnChallenge::new(store)));
+    }
+    Ok(())
+}
+
 /// Builds the server; `run` then blocks until shutdown.
 pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
     let opt = Opt {
@@ -74,6 +105,15 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
     server.bootstrap();
     let metrics = Arc::new(Metrics::new());
     let drain = Drain::new();
+
+    // Certificate files are checked before anything listens: Pingora panics on a bad one.
+    let tls = match &config.tls {
+        Some(t) => Some((t, crate::tls::prepare(t, metrics.tls.clone())?)),
+        None => None,
+    };
+    crate::tls::handshake_log::install(metrics.tls.clone());
+    // Filled by the ACME client (http-01), served by the plain listeners.
+    let http01 = crate::tls::Http01Tokens::default();
 
     let (upstreams, health) =
         Upstreams::new(&config.upstream, &metrics).map_err(StartError::Upstream)?;
@@ -127,6 +167,10 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         access_log: config.log.access_log,
         forwarding: config.server.forwarding.clone(),
         header_limits: config.server.header_limits,
+        tls: config
+            .tls
+            .as_ref()
+            .map(|t| Arc::new(crate::tls::Edge::new(t, http01.clone()))),
     };
     let mut proxy_service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -136,7 +180,33 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
     for addr in &config.server.listen {
         add_address(&mut proxy_service, addr, config.server.read_buffer);
     }
+    if let Some((t, store)) = &tls {
+        add_tls_listeners(&mut proxy_service, t, store, config.server.read_buffer)?;
+        if let Some(acme) = &t.acme {
+            // In the background: the listeners start without waiting for a certificate.
+            let listeners = crate::tls::acme::Listeners {
+                store: store.clone(),
+                tokens: http01.clone(),
+            };
+            server.add_service(background_service(
+                "acme",
+                crate::tls::acme::AcmeService::new(
+                    acme.clone(),
+                    Arc::new(listeners),
+                    metrics.clone(),
+                ),
+            ));
+        }
+    }
     server.add_service(proxy_service);
+    let (reloaded, _) = tokio::sync::watch::channel(0);
+    server.add_service(background_service(
+        "tls reload",
+        crate::tls::reload::ReloadService {
+            store: tls.map(|(t, s)| (s, t.certificates.clone())),
+            reloaded,
+        },
+    ));
 
     if let Some(addr) = &config.admin.listen {
         let mut admin = Service::new(
@@ -164,6 +234,14 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         },
     ));
     Ok(server)
+}
+
+/// Writes this process's id to `[server] pid_file` (Pingora writes it only when it
+/// daemonizes), so that `channelgate reload` can find a foreground (systemd) instance.
+pub fn write_pid_file(path: &std::path::Path) {
+    if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+        tracing::warn!(pid_file = %path.display(), error = %e, "cannot write the pid file; `channelgate reload` will not find this instance");
+    }
 }
 
 /// Serves until SIGTERM/SIGINT and the drain are over.

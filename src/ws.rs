@@ -135,6 +135,16 @@ impl Endpoint {
         if !handshake::origin_allowed(&req, &route.origins) {
             return Err(Refusal::new(403, "origin not allowed", "origin"));
         }
+        if session.is_http2() {
+            // Pingora never offers RFC 8441 (WebSockets over HTTP/2), so a browser opens its
+            // WebSocket on an HTTP/1.1 connection; anything else asking here over h2 gets a
+            // clear answer instead of being proxied as a plain request.
+            return Err(Refusal::new(
+                400,
+                "WebSockets are served over HTTP/1.1 only (no RFC 8441); connect with HTTP/1.1",
+                "http2",
+            ));
+        }
         if !session.is_upgrade_req() {
             return Err(Refusal::new(
                 426,
@@ -158,6 +168,7 @@ impl Endpoint {
                     client_ip,
                     request_id,
                     &channel,
+                    crate::tls::edge::is_tls(session),
                 )
                 .map_err(|e| {
                     Refusal::new(

@@ -272,13 +272,11 @@ fn issue_serve_renew_restart(challenge: &str) {
 }
 
 #[test]
-#[ignore = "waits for the tls branch to start the TLS listeners and the http-01 answers"]
 fn tls_alpn_01_issues_serves_renews_and_survives_restart() {
     issue_serve_renew_restart("tls-alpn-01");
 }
 
 #[test]
-#[ignore = "waits for the tls branch to start the TLS listeners and the http-01 answers"]
 fn http_01_issues_serves_renews_and_survives_restart() {
     issue_serve_renew_restart("http-01");
 }

@@ -139,6 +139,9 @@ pub fn render(c: &Config) -> String {
             a.prefetch
         )),
     }
+    if let Some(t) = &c.tls {
+        line(crate::tls::summary(t).trim_end().to_string());
+    }
     line(format!(
         "log:         level \"{}\", access log {}, {:?} format",
         c.log.level,

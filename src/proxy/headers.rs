@@ -148,14 +148,21 @@ impl Net {
 
 /// How forwarding headers are written: a client in `trusted` (a proxy in front of
 /// channelgate, such as nginx terminating TLS) keeps the X-Forwarded-Proto and
-/// X-Forwarded-Host it sent; anyone else's are replaced.
+/// X-Forwarded-Host it sent; anyone else's are replaced. X-Forwarded-Proto is "https" on the
+/// TLS listeners.
 #[derive(Clone, Debug, Default)]
 pub struct Forwarding {
     pub trusted: Vec<Net>,
 }
 
 impl Forwarding {
-    pub fn apply(&self, req: &mut RequestHeader, client: Option<IpAddr>, request_id: &str) {
+    pub fn apply(
+        &self,
+        req: &mut RequestHeader,
+        client: Option<IpAddr>,
+        request_id: &str,
+        https: bool,
+    ) {
         let trusted = client.is_some_and(|ip| self.trusted.iter().any(|n| n.contains(ip)));
         let keep = |req: &RequestHeader, name: &str| {
             trusted && req.headers.get(name).is_some_and(|v| !v.is_empty())
@@ -165,6 +172,9 @@ impl Forwarding {
             keep(req, "x-forwarded-host"),
         );
         add_forwarding_inner(req, client, request_id, keep_proto, keep_host);
+        if https && !keep_proto {
+            set(req, "x-forwarded-proto", "https");
+        }
     }
 }
 
@@ -271,7 +281,7 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-for", "10.0.0.2"),
         ]);
-        Forwarding::default().apply(&mut r, Some("127.0.0.9".parse().unwrap()), "abc");
+        Forwarding::default().apply(&mut r, Some("127.0.0.9".parse().unwrap()), "abc", false);
         assert_eq!(
             r.headers["x-forwarded-for"],
             "10.0.0.1, 10.0.0.2, 127.0.0.9"
@@ -280,6 +290,8 @@ mod tests {
         assert_eq!(r.headers["x-forwarded-host"], "app.example.org");
         assert_eq!(r.headers["x-request-id"], "abc");
         assert_eq!(r.headers.get_all("x-forwarded-for").iter().count(), 1);
+        Forwarding::default().apply(&mut r, None, "abc", true);
+        assert_eq!(r.headers["x-forwarded-proto"], "https");
     }
 
     #[test]
@@ -296,11 +308,11 @@ mod tests {
             ("x-forwarded-host", "public.example"),
         ];
         let mut r = req(&incoming);
-        f.apply(&mut r, Some("10.1.2.3".parse().unwrap()), "id");
+        f.apply(&mut r, Some("10.1.2.3".parse().unwrap()), "id", false);
         assert_eq!(r.headers["x-forwarded-proto"], "https");
         assert_eq!(r.headers["x-forwarded-host"], "public.example");
         let mut r = req(&incoming);
-        f.apply(&mut r, Some("192.168.0.1".parse().unwrap()), "id");
+        f.apply(&mut r, Some("192.168.0.1".parse().unwrap()), "id", false);
         assert_eq!(
             r.headers["x-forwarded-proto"], "http",
             "untrusted clients cannot claim https"

@@ -56,9 +56,12 @@ pub async fn pass_through(proxy: &Proxy, session: &mut Session, ctx: &mut Ctx) -
         );
     }
     let mut head = req.clone();
-    proxy
-        .forwarding
-        .apply(&mut head, Proxy::client_ip(session), &ctx.request_id);
+    proxy.forwarding.apply(
+        &mut head,
+        Proxy::client_ip(session),
+        &ctx.request_id,
+        crate::tls::edge::is_tls(session),
+    );
     let head = serialize_request(&head);
     let cfg = proxy.upstreams.config();
     let mut upstream = connect_with_retry(proxy, ctx).await?;

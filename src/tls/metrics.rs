@@ -21,7 +21,8 @@ pub const FAILURE_REASONS: &[&str] = &[
 pub struct TlsMetrics {
     /// When each served certificate expires, by name.
     pub expiry: IntGaugeVec,
-    /// Completed handshakes, by TLS version and negotiated ALPN protocol.
+    /// Completed handshakes, by TLS version ("1.2", "1.3"). Pingora's rustls callback does
+    /// not expose the negotiated ALPN protocol; HTTP/2 use shows in the access log.
     pub handshakes: IntCounterVec,
     /// Failed handshakes, by reason (one of [`FAILURE_REASONS`]).
     pub handshake_failures: IntCounterVec,
@@ -43,8 +44,8 @@ impl TlsMetrics {
             handshakes: counter_vec(
                 reg,
                 "channelgate_tls_handshakes_total",
-                "Completed TLS handshakes, by version and ALPN protocol.",
-                &["version", "alpn"],
+                "Completed TLS handshakes, by TLS version.",
+                &["version"],
             ),
             handshake_failures: counter_vec(
                 reg,

@@ -174,6 +174,7 @@ impl CertStore {
             .drain(..)
             .map(|e| ((e.files.cert.clone(), e.files.key.clone()), e))
             .collect();
+        let old_names: Vec<String> = old.values().flat_map(|e| file_names(e).cloned()).collect();
         for (files, result) in loaded {
             let previous = old.remove(&(files.cert.clone(), files.key.clone()));
             let result = match result {
@@ -202,6 +203,14 @@ impl CertStore {
                 files: files.clone(),
                 result,
             });
+        }
+        // A name no longer served stops being reported.
+        for n in &old_names {
+            let served = st.managed.exact.contains_key(n)
+                || st.files.iter().any(|e| file_names(e).any(|m| m == n));
+            if !served {
+                let _ = self.inner.metrics.expiry.remove_label_values(&[n]);
+            }
         }
         for e in &st.files {
             for n in file_names(e) {

@@ -43,6 +43,7 @@ pub fn subrequest(
     client: Option<IpAddr>,
     request_id: &str,
     channel: &str,
+    https: bool,
 ) -> pingora::Result<RequestHeader> {
     let mut sub = RequestHeader::build("GET", cfg_path.as_bytes(), None)?;
     for name in PASSED
@@ -57,7 +58,7 @@ pub fn subrequest(
     sub.insert_header("x-original-uri", uri)?;
     sub.insert_header("x-original-method", req.method.as_str())?;
     sub.insert_header("x-channelgate-channel", channel)?;
-    forwarding.apply(&mut sub, client, request_id);
+    forwarding.apply(&mut sub, client, request_id, https);
     Ok(sub)
 }
 
@@ -264,6 +265,7 @@ mod tests {
             Some("127.0.0.2".parse().unwrap()),
             "rid",
             "ch!x",
+            false,
         )
         .unwrap();
         assert_eq!(sub.uri.path(), "/ws-auth/");
