@@ -74,27 +74,42 @@ fn serve_tokens(listener: TcpListener, sink: Arc<Sink>) {
     });
 }
 
+/// Pebble validating http-01 through an in-test responder; the client's settings for
+/// `domains` with the given `renew_before`.
+fn pebble_and_responder(
+    dir: &std::path::Path,
+    domains: &[&str],
+    renew_before: Duration,
+) -> (Pebble, Arc<Sink>, AcmeConfig) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let http_port = listener.local_addr().expect("addr").port();
+    let pebble = Pebble::start(dir, http_port, free_port(), 3600);
+    let sink = Arc::new(Sink::default());
+    serve_tokens(listener, sink.clone());
+    let settings = AcmeConfig {
+        domains: domains.iter().map(|d| d.to_string()).collect(),
+        email: Some("ops@acme.test".into()),
+        directory: pebble.directory(),
+        state_dir: dir.join("acme"),
+        challenge: Challenge::Http01,
+        renew_before,
+        directory_ca: Some(pebble.directory_ca.clone()),
+    };
+    (pebble, sink, settings)
+}
+
 #[test]
 fn client_obtains_and_renews_from_pebble_over_http01() {
     if !pebble::available() {
         return;
     }
     let dir = tempdir();
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let http_port = listener.local_addr().expect("addr").port();
-    let pebble = Pebble::start(dir.path(), http_port, free_port(), 3600);
-    let sink = Arc::new(Sink::default());
-    serve_tokens(listener, sink.clone());
-    let state_dir = dir.path().join("acme");
-    let settings = AcmeConfig {
-        domains: vec!["app.acme.test".into(), "www.acme.test".into()],
-        email: Some("ops@acme.test".into()),
-        directory: pebble.directory(),
-        state_dir: state_dir.clone(),
-        challenge: Challenge::Http01,
-        renew_before: Duration::from_secs(3590),
-        directory_ca: Some(pebble.directory_ca.clone()),
-    };
+    // Pebble's certificates live an hour: a renewal 10 s after each issuance.
+    let (pebble, sink, settings) = pebble_and_responder(
+        dir.path(),
+        &["app.acme.test", "www.acme.test"],
+        Duration::from_secs(3590),
+    );
     let metrics = Arc::new(Metrics::new());
     let service = AcmeService::new(settings, sink.clone(), metrics.clone());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -121,20 +136,11 @@ fn instances_sharing_a_state_dir_order_once() {
         return;
     }
     let dir = tempdir();
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let http_port = listener.local_addr().expect("addr").port();
-    let pebble = Pebble::start(dir.path(), http_port, free_port(), 3600);
-    let sink = Arc::new(Sink::default());
-    serve_tokens(listener, sink.clone());
-    let settings = AcmeConfig {
-        domains: vec!["shared.acme.test".into()],
-        email: None,
-        directory: pebble.directory(),
-        state_dir: dir.path().join("acme"),
-        challenge: Challenge::Http01,
-        renew_before: Duration::from_secs(30 * 86400),
-        directory_ca: Some(pebble.directory_ca.clone()),
-    };
+    let (pebble, sink, settings) = pebble_and_responder(
+        dir.path(),
+        &["shared.acme.test"],
+        Duration::from_secs(30 * 86400),
+    );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (stop, watch) = tokio::sync::watch::channel(false);
     let mut instances = Vec::new();
@@ -234,6 +240,18 @@ fn issue_serve_renew_restart(challenge: &str) {
     assert_eq!(mode(&state_dir), 0o700);
     assert_eq!(mode(&chain_path.with_file_name("privkey.pem")), 0o600);
 
+    // `channelgate check` reports what state_dir holds.
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_channelgate"))
+        .args(["check", "--config"])
+        .arg(&cg.config)
+        .output()
+        .expect("channelgate check");
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{text}");
+    assert!(text.contains("  account:   registered"), "{text}");
+    assert!(text.contains(&format!("for {domain} (serial ")), "{text}");
+    assert!(text.contains("renewal at "), "{text}");
+
     // Renewed: a new certificate on disk and on the listener.
     wait_for("the renewal", Duration::from_secs(120), || {
         issued(&cg) >= 2.0
@@ -269,6 +287,9 @@ fn issue_serve_renew_restart(challenge: &str) {
         stored,
         "a failed renewal keeps the certificate"
     );
+    if std::env::var_os("ACME_TEST_LOG").is_some() {
+        eprintln!("{}", cg.proc.output());
+    }
 }
 
 #[test]

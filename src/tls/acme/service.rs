@@ -71,6 +71,21 @@ impl BackgroundService for AcmeService {
     }
 }
 
+/// The error and its causes ("client error (Connect): tcp connect error: Connection refused").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
 fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -151,7 +166,6 @@ impl Runner<'_> {
                     svc.metrics.acme.loaded.inc();
                     tracing::info!(
                         path = %svc.state.chain_path().display(),
-                        serial = %issued.serial,
                         "acme: certificate loaded from state_dir"
                     );
                     self.install(issued);
@@ -172,6 +186,18 @@ impl Runner<'_> {
 
     fn install(&mut self, issued: Issued) {
         let svc = self.svc;
+        let due = schedule::renew_at(
+            issued.not_before,
+            issued.not_after,
+            svc.settings.renew_before,
+        );
+        tracing::info!(
+            names = ?issued.names,
+            serial = %issued.serial,
+            not_after = %humantime::format_rfc3339_seconds(issued.not_after),
+            renewal = %humantime::format_rfc3339_seconds(due),
+            "acme: certificate installed"
+        );
         svc.challenges
             .set_certificate(&issued.names, issued.key.clone());
         svc.metrics.acme.expiry.set(unix(issued.not_after));
@@ -204,11 +230,7 @@ impl Runner<'_> {
         }
         let (chain, key) = result?;
         let issued = Issued::from_pem(&chain, &key).map_err(AcmeError::Certificate)?;
-        tracing::info!(
-            serial = %issued.serial,
-            not_after = %humantime::format_rfc3339_seconds(issued.not_after),
-            "acme: certificate issued"
-        );
+        tracing::info!(serial = %issued.serial, "acme: certificate issued");
         // Serve it even if it cannot be stored; the error is still counted.
         self.install(issued);
         svc.state.save_certificate(&chain, &key)?;
@@ -225,7 +247,7 @@ impl Runner<'_> {
             .with_label_values(&[e.reason()])
             .inc();
         tracing::warn!(
-            error = %e,
+            error = %chain(&e),
             reason = e.reason(),
             failures = self.failures,
             retry_in_secs = wait.as_secs(),
