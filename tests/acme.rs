@@ -301,3 +301,69 @@ fn tls_alpn_01_issues_serves_renews_and_survives_restart() {
 fn http_01_issues_serves_renews_and_survives_restart() {
     issue_serve_renew_restart("http-01");
 }
+
+/// A challenge the CA cannot validate: counted by reason, nothing installed, and the next
+/// attempt backed off (a minute, not at once).
+#[test]
+fn failed_validation_is_counted_and_backed_off() {
+    if !pebble::available() {
+        return;
+    }
+    let dir = tempdir();
+    // Pebble validates http-01 on a port where nobody answers.
+    let pebble = Pebble::start(dir.path(), free_port(), free_port(), 3600);
+    let sink = Arc::new(Sink::default());
+    let settings = AcmeConfig {
+        domains: vec!["unreachable.acme.test".into()],
+        email: None,
+        directory: pebble.directory(),
+        state_dir: dir.path().join("acme"),
+        challenge: Challenge::Http01,
+        renew_before: Duration::from_secs(30 * 86400),
+        directory_ca: Some(pebble.directory_ca.clone()),
+    };
+    let metrics = Arc::new(Metrics::new());
+    let service = AcmeService::new(settings, sink.clone(), metrics.clone());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (stop, watch) = tokio::sync::watch::channel(false);
+    let task = rt.spawn(async move { service.start(watch).await });
+    let failures = || {
+        metrics
+            .acme
+            .failures
+            .with_label_values(&["validation"])
+            .get()
+    };
+    wait_for("a failed order", Duration::from_secs(180), || {
+        metrics.acme.orders.with_label_values(&["failed"]).get() >= 1
+    });
+    assert_eq!(
+        failures(),
+        1,
+        "{}",
+        String::from_utf8_lossy(&metrics.render())
+    );
+    wait_for(
+        "the next attempt scheduled",
+        Duration::from_secs(10),
+        || metrics.acme.next_renewal.get() > 0,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    // schedule::BACKOFF_FIRST is a minute, less 10 % jitter.
+    assert!(
+        metrics.acme.next_renewal.get() >= now + 30,
+        "retry backed off: {} vs now {now}",
+        metrics.acme.next_renewal.get()
+    );
+    assert_eq!(metrics.acme.orders.with_label_values(&["failed"]).get(), 1);
+    assert!(sink.installed.lock().unwrap().is_empty());
+    assert!(
+        sink.tokens.lock().unwrap().is_empty(),
+        "challenge withdrawn"
+    );
+    let _ = stop.send(true);
+    rt.block_on(task).expect("service ends on shutdown");
+}

@@ -135,9 +135,13 @@ pub async fn obtain(
         }
         challenge.set_ready().await.map_err(AcmeError::Order)?;
     }
-    let status = order.poll_ready(&POLL).await.map_err(AcmeError::Order)?;
-    if status != OrderStatus::Ready {
-        return Err(AcmeError::Invalid(validation_errors(&mut order).await));
+    // The order's error (an API error here) or status `invalid` means a failed validation.
+    match order.poll_ready(&POLL).await {
+        Ok(OrderStatus::Ready) => {}
+        Ok(_) | Err(instant_acme::Error::Api(_)) => {
+            return Err(AcmeError::Invalid(validation_errors(&mut order).await))
+        }
+        Err(e) => return Err(AcmeError::Order(e)),
     }
     drop(published);
     let key_pem = order.finalize().await.map_err(AcmeError::Finalize)?;
