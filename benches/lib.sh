@@ -92,9 +92,9 @@ wait_port() {  # PORT SECONDS PID: until the port accepts, the process dies, or 
 apt_install() {  # PACKAGE...
     [ "$(id -u)" = 0 ] || return 1
     {
-        DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends "$@" \
+        DEBIAN_FRONTEND=noninteractive timeout 900 apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$@" \
             || { DEBIAN_FRONTEND=noninteractive timeout 300 apt-get update -qq \
-                 && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends "$@"; }
+                 && DEBIAN_FRONTEND=noninteractive timeout 900 apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$@"; }
     } >"/tmp/cg-$BENCH-apt.log" 2>&1
 }
 

@@ -36,6 +36,10 @@ pub struct Config {
     pub broker: BrokerConfig,
     /// `[tls]`: HTTPS listeners and certificates; None when the section is absent.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// `[[static]]`: locations served from disk.
+    pub statics: Vec<crate::files::Location>,
+    /// `[compression]`: compression of proxied responses.
+    pub compression: crate::proxy::compress::CompressionConfig,
 }
 
 /// `[server]`: the client-facing listeners and process behaviour.
@@ -86,6 +90,9 @@ pub(crate) struct RawConfig {
     ws: Vec<RawRoute>,
     broker: RawBroker,
     tls: Option<crate::tls::config::RawTls>,
+    #[serde(rename = "static")]
+    statics: Vec<crate::files::config::RawStatic>,
+    compression: crate::proxy::compress::RawCompression,
 }
 
 #[derive(Deserialize, Default)]
@@ -168,6 +175,11 @@ impl Config {
         if let Some(acme) = tls.as_ref().and_then(|t| t.acme.as_ref()) {
             crate::tls::acme::validate_files(acme, &root.key("tls").key("acme"), &mut errs);
         }
+        let statics = crate::files::config::validate(raw.statics, &root.key("static"), &mut errs);
+        let compression = raw
+            .compression
+            .validate(&root.key("compression"), &mut errs);
+        crate::router::check_overlaps(&ws, &statics, &root, &mut errs);
         if let (Some(a), true) = (
             &admin.listen,
             server
@@ -204,6 +216,8 @@ impl Config {
             ws,
             broker,
             tls,
+            statics,
+            compression,
         };
         errs.into_result(&file, config)
     }
@@ -492,8 +506,19 @@ mod tests {
     #[test]
     fn seed_deployment_examples_are_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/examples");
+        // [[static]] roots must exist: point them at a directory that does.
+        let root = tempfile::tempdir().unwrap();
         for name in ["catmaid", "awx", "clu"] {
-            if let Err(e) = Config::load(&dir.join(format!("{name}.toml"))) {
+            let path = dir.join(format!("{name}.toml"));
+            let text: String = std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .map(|l| match l.starts_with("root = ") {
+                    true => format!("root = \"{}\"\n", root.path().display()),
+                    false => format!("{l}\n"),
+                })
+                .collect();
+            if let Err(e) = Config::parse(&text, &path) {
                 panic!("{e}");
             }
         }

@@ -23,6 +23,31 @@ pub struct Metrics {
     pub broker: BrokerMetrics,
     pub tls: std::sync::Arc<crate::tls::TlsMetrics>,
     pub acme: crate::tls::acme::metrics::AcmeMetrics,
+    pub files: FilesMetrics,
+    pub compression: CompressionMetrics,
+}
+
+/// `[[static]]` locations and X-Accel-Redirect.
+pub struct FilesMetrics {
+    /// Answers by location (its configured prefix) and status.
+    pub responses: IntCounterVec,
+    /// File body bytes sent, by location.
+    pub bytes: IntCounterVec,
+    /// Request paths refused, by reason (bad_path, hidden).
+    pub refused: IntCounterVec,
+    /// X-Accel-Redirect answers from the app, by outcome (served, missing, refused,
+    /// no_location).
+    pub accel: IntCounterVec,
+}
+
+/// Compression of proxied responses; the ratio is `out / in` per encoding.
+pub struct CompressionMetrics {
+    /// Responses compressed, by encoding.
+    pub responses: IntCounterVec,
+    /// Body bytes before compression, by encoding.
+    pub bytes_in: IntCounterVec,
+    /// Body bytes after compression, by encoding.
+    pub bytes_out: IntCounterVec,
 }
 
 /// The group broker (RabbitMQ).
@@ -350,6 +375,52 @@ impl Metrics {
         };
         let tls = std::sync::Arc::new(crate::tls::TlsMetrics::new(reg));
         let acme = crate::tls::acme::metrics::AcmeMetrics::new(reg);
+        let files = FilesMetrics {
+            responses: counter_vec(
+                reg,
+                "channelgate_static_responses_total",
+                "Answers from [[static]] locations, by location prefix and status.",
+                &["location", "status"],
+            ),
+            bytes: counter_vec(
+                reg,
+                "channelgate_static_sent_bytes_total",
+                "File body bytes sent from [[static]] locations, by location prefix.",
+                &["location"],
+            ),
+            refused: counter_vec(
+                reg,
+                "channelgate_static_refused_total",
+                "Static file paths refused (traversal, escaped separators, dotfiles, symlink escapes), by reason.",
+                &["reason"],
+            ),
+            accel: counter_vec(
+                reg,
+                "channelgate_accel_redirects_total",
+                "X-Accel-Redirect answers from the app, by outcome.",
+                &["outcome"],
+            ),
+        };
+        let compression = CompressionMetrics {
+            responses: counter_vec(
+                reg,
+                "channelgate_compressed_responses_total",
+                "Proxied responses compressed, by encoding.",
+                &["encoding"],
+            ),
+            bytes_in: counter_vec(
+                reg,
+                "channelgate_compression_in_bytes_total",
+                "Proxied body bytes before compression, by encoding.",
+                &["encoding"],
+            ),
+            bytes_out: counter_vec(
+                reg,
+                "channelgate_compression_out_bytes_total",
+                "Proxied body bytes after compression, by encoding (ratio: out / in).",
+                &["encoding"],
+            ),
+        };
         Metrics {
             registry,
             tls,
@@ -359,6 +430,8 @@ impl Metrics {
             hub,
             broker,
             acme,
+            files,
+            compression,
         }
     }
 

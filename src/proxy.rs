@@ -1,9 +1,10 @@
 //! The client-facing HTTP proxy: Pingora's `ProxyHttp` phases, in the order a request
-//! meets them. Requests on a WebSocket route go to [`crate::ws`]; other `Upgrade:
-//! websocket` requests are passed through to the upstream by [`tunnel`]; everything else
-//! is proxied to the upstream pool.
+//! meets them. `request_filter` asks the [`crate::router`] where a request goes: requests
+//! on a WebSocket route go to [`crate::ws`]; other `Upgrade: websocket` requests are passed
+//! through to the upstream by [`tunnel`]; everything else is proxied to the upstream pool.
 
 mod access;
+pub mod compress;
 pub mod errors;
 pub mod headers;
 pub mod takeover;
@@ -17,11 +18,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora::lb::Backend;
 use pingora::prelude::*;
+use pingora::protocols::http::ServerSession as HttpSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::files::{accel, Files, Location, Served};
 use crate::metrics::Metrics;
+use crate::router::Route;
 use crate::shutdown::{Drain, DrainGuard};
 use crate::upstream::{backend_name, Upstreams};
 
@@ -29,12 +34,19 @@ pub struct Proxy {
     pub upstreams: Arc<Upstreams>,
     /// The in-process WebSocket routes.
     pub ws: Arc<crate::ws::Endpoint>,
+    /// Decides where each request goes.
+    pub router: crate::router::Router,
+    /// `[[static]]` locations, also the targets of X-Accel-Redirect.
+    pub files: Arc<Files>,
+    /// `[compression]` of proxied responses.
+    pub compression: compress::CompressionConfig,
     pub metrics: Arc<Metrics>,
     pub drain: Arc<Drain>,
     pub access_log: bool,
     pub forwarding: headers::Forwarding,
     pub header_limits: headers::HeaderLimits,
-    /// ACME http-01 answers, redirect to https and HSTS; None without `[tls]`.
+    /// HSTS on HTTPS answers (the router has the challenge and redirect part); None
+    /// without `[tls]`.
     pub tls: Option<Arc<crate::tls::Edge>>,
 }
 
@@ -53,6 +65,13 @@ pub struct Ctx {
     /// Held for the life of the client connection (see `persist_connection_context`).
     connection: Option<Arc<ConnectionGuard>>,
     in_flight: Option<InFlight>,
+    /// The static location that served the request (directly or by X-Accel-Redirect).
+    location: Option<Arc<Location>>,
+    /// The client session while a stand-in takes Pingora's writes of an app answer that
+    /// X-Accel-Redirect replaced (see `files::accel`); put back in `logging`.
+    parked: Option<Box<HttpSession>>,
+    /// The encoder of a compressed response.
+    compressor: Option<compress::Compressor>,
 }
 
 /// Counts a request in the in-flight gauge and in the shutdown drain.
@@ -129,6 +148,9 @@ impl ProxyHttp for Proxy {
             failure: None,
             connection: None,
             in_flight: None,
+            location: None,
+            parked: None,
+            compressor: None,
         }
     }
 
@@ -169,23 +191,38 @@ impl ProxyHttp for Proxy {
             session.write_response_body(Some(body), true).await?;
             return Ok(true);
         }
-        if let Some(edge) = &self.tls {
-            if edge.request_filter(session).await? {
-                return Ok(true);
+        let https = crate::tls::edge::is_tls(session);
+        match self.router.route(session.req_header(), https) {
+            Route::Edge(answer) => {
+                crate::tls::Edge::reply(session, answer).await?;
+                Ok(true)
+            }
+            Route::WebSocket(route, params) => {
+                let route = route.clone();
+                self.ws
+                    .serve(session, &ctx.request_id, route, params)
+                    .await?;
+                Ok(true)
+            }
+            Route::Static(loc) => {
+                let loc = loc.clone();
+                match self.files.serve(session, &loc, &ctx.request_id).await? {
+                    Served::Answered(_) => {
+                        ctx.location = Some(loc);
+                        Ok(true)
+                    }
+                    // No such file; `fallback = "upstream"`.
+                    Served::Upstream => Ok(false),
+                }
+            }
+            Route::Upstream => {
+                if session.is_upgrade_req() && tunnel::is_websocket(session.req_header()) {
+                    tunnel::pass_through(self, session, ctx).await?;
+                    return Ok(true);
+                }
+                Ok(false)
             }
         }
-        let path = session.req_header().uri.path().to_string();
-        if let Some((route, params)) = self.ws.find(&path) {
-            self.ws
-                .serve(session, &ctx.request_id, route, params)
-                .await?;
-            return Ok(true);
-        }
-        if session.is_upgrade_req() && tunnel::is_websocket(session.req_header()) {
-            tunnel::pass_through(self, session, ctx).await?;
-            return Ok(true);
-        }
-        Ok(false)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -228,11 +265,62 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if upstream_response.headers.contains_key(accel::HEADER) {
+            let (_, loc) = self
+                .files
+                .accel_redirect(session, upstream_response, &ctx.request_id)
+                .await?;
+            ctx.location = Some(loc);
+            if !accel::app_body_is_empty(upstream_response) {
+                // The app announced a body it does not mean to send (django-sendfile2 sets
+                // the file's length): like nginx, drop that upstream connection unread.
+                return Error::e_explain(accel::SERVED, "the app's body is not read");
+            }
+            let stand_in = takeover::stand_in(session.req_header()).await?;
+            ctx.parked = Some(std::mem::replace(
+                &mut session.downstream_session,
+                Box::new(stand_in),
+            ));
+            return Ok(());
+        }
         if let Some(edge) = &self.tls {
             edge.response_headers(session, upstream_response)?;
         }
         upstream_response.insert_header(headers::REQUEST_ID, ctx.request_id.as_str())?;
+        let http2 = session.is_http2();
+        ctx.compressor = self
+            .compression
+            .start(session.req_header(), upstream_response, http2)?;
+        if let Some(c) = &ctx.compressor {
+            self.metrics
+                .compression
+                .responses
+                .with_label_values(&[c.coding])
+                .inc();
+        }
+        // As nginx does, the app's instructions to the proxy stay with the proxy.
+        for h in accel::INSTRUCTIONS {
+            upstream_response.remove_header(*h);
+        }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if ctx.parked.is_some() {
+            // The app's body of an X-Accel-Redirect answer: replaced by the file.
+            *body = None;
+        } else if let Some(c) = ctx.compressor.as_mut() {
+            *body = c
+                .chunk(body.take(), end_of_stream)
+                .or_err(ErrorType::InternalError, "compressing a response body")?;
+        }
+        Ok(None)
     }
 
     fn fail_to_connect(
@@ -299,6 +387,13 @@ impl ProxyHttp for Proxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if e.etype() == &accel::SERVED {
+            // Not a failure: the file answer is complete; only the connection is not reused.
+            return FailToProxy {
+                error_code: session.response_written().map_or(0, |r| r.status.as_u16()),
+                can_reuse_downstream: false,
+            };
+        }
         // A connect failure that ends the request was already counted in fail_to_connect.
         let c = match ctx.failure {
             Some(c) if c == errors::classify(e) => c,
@@ -337,6 +432,17 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if let Some(real) = ctx.parked.take() {
+            // Back before Pingora decides whether the client connection is reused.
+            session.downstream_session = real;
+        }
+        if let Some(c) = &ctx.compressor {
+            let m = &self.metrics.compression;
+            m.bytes_in.with_label_values(&[c.coding]).inc_by(c.bytes_in);
+            m.bytes_out
+                .with_label_values(&[c.coding])
+                .inc_by(c.bytes_out);
+        }
         access::record(self, session, e, ctx);
         ctx.in_flight = None;
     }

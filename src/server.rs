@@ -147,8 +147,9 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
             bridges.insert(route.path.to_string(), bridge);
         }
     }
+    let ws_routes: Vec<_> = config.ws.iter().cloned().map(Arc::new).collect();
     let ws = Arc::new(Endpoint {
-        routes: config.ws.iter().cloned().map(Arc::new).collect(),
+        routes: ws_routes.clone(),
         hub,
         broker: broker.clone(),
         upstreams: upstreams.clone(),
@@ -159,18 +160,26 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         unbuffer_streams: config.server.read_buffer == 0,
         bridges,
     });
+    let files = Arc::new(crate::files::Files {
+        locations: config.statics.iter().cloned().map(Arc::new).collect(),
+        metrics: metrics.clone(),
+    });
+    let edge = config
+        .tls
+        .as_ref()
+        .map(|t| Arc::new(crate::tls::Edge::new(t, http01.clone())));
     let proxy = Proxy {
         upstreams: upstreams.clone(),
         ws,
+        router: crate::router::Router::new(ws_routes, files.clone()).with_edge(edge.clone()),
+        files,
+        compression: config.compression.clone(),
         metrics: metrics.clone(),
         drain: drain.clone(),
         access_log: config.log.access_log,
         forwarding: config.server.forwarding.clone(),
         header_limits: config.server.header_limits,
-        tls: config
-            .tls
-            .as_ref()
-            .map(|t| Arc::new(crate::tls::Edge::new(t, http01.clone()))),
+        tls: edge,
     };
     let mut proxy_service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

@@ -57,6 +57,12 @@ pub fn prepare(cfg: &TlsConfig, metrics: Arc<TlsMetrics>) -> Result<CertStore, S
 pub fn check_certificates(cfg: &TlsConfig) -> (String, bool) {
     let mut out = String::new();
     let mut ok = true;
+    if !cfg.certificates.is_empty() {
+        let _ = writeln!(
+            out,
+            "tls files:   (read now; warned under 14 days, refused when expired)"
+        );
+    }
     for f in &cfg.certificates {
         let result = certs::load_files(&f.cert, &f.key).map(|c| c.info);
         let (line, severity) = reload::check_line(f, &result);

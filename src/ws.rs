@@ -96,13 +96,6 @@ fn query_params(req: &RequestHeader) -> BTreeMap<String, String> {
 }
 
 impl Endpoint {
-    /// The route that claims `path`, with its parameters.
-    pub fn find(&self, path: &str) -> Option<(Arc<RouteConfig>, BTreeMap<String, String>)> {
-        self.routes
-            .iter()
-            .find_map(|r| r.path.matches(path).map(|p| (r.clone(), p)))
-    }
-
     /// Answers a request on a WebSocket route: a refusal, or a 101 and a served connection.
     pub async fn serve(
         self: &Arc<Self>,
@@ -132,7 +125,8 @@ impl Endpoint {
         params: BTreeMap<String, String>,
     ) -> Result<(), Refusal> {
         let req = session.req_header().clone();
-        if !handshake::origin_allowed(&req, &route.origins) {
+        let https = crate::tls::edge::is_tls(session);
+        if !handshake::origin_allowed(&req, &route.origins, https) {
             return Err(Refusal::new(403, "origin not allowed", "origin"));
         }
         if session.is_http2() {
@@ -168,7 +162,7 @@ impl Endpoint {
                     client_ip,
                     request_id,
                     &channel,
-                    crate::tls::edge::is_tls(session),
+                    https,
                 )
                 .map_err(|e| {
                     Refusal::new(

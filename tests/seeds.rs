@@ -15,16 +15,28 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Starts channelgate from conf/examples/<name>.toml, changing only where it listens and
-/// where the app is.
+/// Starts channelgate from conf/examples/<name>.toml, changing only where it listens,
+/// where the app is and where the [[static]] roots are (`dir`/root0, root1, ..., created),
+/// and leaving out the [tls] section (HTTPS is tested in tests/tls.rs).
 fn from_example(dir: &std::path::Path, name: &str, app: &Bind) -> Channelgate {
     let text = std::fs::read_to_string(repo().join(format!("conf/examples/{name}.toml"))).unwrap();
     let (port, admin_port) = (free_port(), free_port());
     let mut out = String::new();
     let mut section = String::new();
+    let mut roots = 0;
     for line in text.lines() {
         if line.starts_with('[') {
             section = line.to_string();
+        }
+        if section == "[tls]" {
+            continue;
+        }
+        if section == "[[static]]" && line.starts_with("root = ") {
+            let root = dir.join(format!("root{roots}"));
+            std::fs::create_dir_all(&root).unwrap();
+            roots += 1;
+            out.push_str(&format!("root = \"{}\"\n", root.display()));
+            continue;
         }
         let replaced = match (section.as_str(), line.split('=').next().unwrap_or("").trim()) {
             ("[server]", "listen") => format!(
@@ -65,8 +77,37 @@ fn sorted(v: &Value) -> Vec<String> {
 #[test]
 fn catmaid_example_session_login_and_updates() {
     let dir = tempdir();
-    let app = Gunicorn::start(dir.path(), "catmaid", Bind::Tcp(free_port()));
+    // The example's [[static]] roots become dir/root0 (/static/), root1 (/files/) and
+    // root2 (/protected/, which django-sendfile2 hands out).
+    let protected = dir.path().join("root2");
+    let app = Gunicorn::start_with_env(
+        dir.path(),
+        "catmaid",
+        Bind::Tcp(free_port()),
+        &[("TESTAPP_PROTECTED_ROOT", protected.display().to_string())],
+    );
     let cg = from_example(dir.path(), "catmaid", &app.bind);
+    std::fs::write(dir.path().join("root0/catmaid.css"), b"body{}\n").unwrap();
+    std::fs::write(protected.join("export.swc"), b"1 0 0 0 0 1 -1\n").unwrap();
+    // No nginx: static files, protected files through the app, the app itself.
+    let r = client().get(cg.url("/static/catmaid.css")).send().unwrap();
+    assert_eq!(r.headers()["cache-control"], "public, max-age=604800");
+    assert_eq!(r.text().unwrap(), "body{}\n");
+    let r = client().get(cg.url("/sendfile/export.swc")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), "1 0 0 0 0 1 -1\n");
+    let r = client()
+        .get(cg.url("/protected/export.swc"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = client().get(cg.url("/files/not-on-disk/")).send().unwrap();
+    assert_eq!(r.status(), 404);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(
+        ct.starts_with("text/html"),
+        "a missing file goes to the app (Django's 404): {ct}"
+    );
     let cookie = login(&cg, "/accounts/login/", "alice");
     let rt = rt();
     let mut ws = rt

@@ -27,6 +27,8 @@ pub fn valid_keys(section: &str) -> &'static [&'static str] {
         "tls" => fields_of::<crate::tls::config::RawTls>(),
         "tls.certificates" => fields_of::<crate::tls::config::RawCertFiles>(),
         "tls.acme" => fields_of::<crate::tls::config::RawAcme>(),
+        "static" => fields_of::<crate::files::config::RawStatic>(),
+        "compression" => fields_of::<crate::proxy::compress::RawCompression>(),
         _ => &[],
     }
 }

@@ -126,6 +126,53 @@ pub fn render(c: &Config) -> String {
             r.slow_client
         ));
     }
+    if c.statics.is_empty() {
+        line("static:      no [[static]] locations; X-Accel-Redirect answers get 502".into());
+    } else {
+        line(format!(
+            "static:      {} location(s) served from disk",
+            c.statics.len()
+        ));
+    }
+    for s in &c.statics {
+        let mut notes = Vec::new();
+        if s.internal {
+            notes.push("internal (X-Accel-Redirect only)".to_string());
+        }
+        if let Some(e) = s.expires {
+            notes.push(format!("expires {}", show_duration(e)));
+        }
+        if !s.precompressed.is_empty() {
+            let p: Vec<&str> = s.precompressed.iter().map(|e| e.token()).collect();
+            notes.push(format!("precompressed {}", p.join(", ")));
+        }
+        if let Some(i) = &s.index {
+            notes.push(format!("index {i}"));
+        }
+        if s.fallback == crate::files::Fallback::Upstream {
+            notes.push("missing files go to the upstream".into());
+        }
+        if s.follow_symlinks {
+            notes.push("follows symlinks out of the root".into());
+        }
+        line(format!(
+            "  - {} -> {}  {}",
+            s.prefix,
+            s.root.display(),
+            notes.join("; ")
+        ));
+    }
+    let z = &c.compression;
+    line(if z.enabled {
+        format!(
+            "compression: zstd, br, gzip at level {} for {} type(s) from {} bytes",
+            z.level,
+            z.types.len(),
+            z.min_size
+        )
+    } else {
+        "compression: off".to_string()
+    });
     match &c.broker {
         crate::broker::BrokerConfig::Memory => {
             line("broker:      memory (this process only)".into())

@@ -39,8 +39,11 @@ pub(super) fn record(proxy: &Proxy, session: &mut Session, e: Option<&Error>, ct
     let error = ctx
         .failure
         .and_then(|f| f.upstream_kind)
-        .or(e.map(|_| "client"))
+        .or(e
+            .filter(|e| e.etype() != &crate::files::accel::SERVED)
+            .map(|_| "client"))
         .unwrap_or("-");
+    let location = ctx.location.as_ref().map_or("-", |l| l.prefix.as_str());
     tracing::info!(
         target: "access",
         client = %client,
@@ -50,6 +53,7 @@ pub(super) fn record(proxy: &Proxy, session: &mut Session, e: Option<&Error>, ct
         bytes,
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         upstream = %upstream,
+        location = %location,
         request_id = %ctx.request_id,
         error,
     );

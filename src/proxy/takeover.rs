@@ -82,3 +82,27 @@ async fn placeholder(session: &Session, resp: &ResponseHeader) -> Result<ServerS
     h1.write_response_header(Box::new(resp.clone())).await?;
     Ok(ServerSession::H1(h1))
 }
+
+/// A session over an in-memory copy of `req`'s head, for Pingora to write to once the
+/// answer has been written to the real client session by other means (the
+/// `X-Accel-Redirect` file answer, [`crate::files::accel`]). Works whatever the client's
+/// HTTP version: the head is written out as HTTP/1.1.
+pub async fn stand_in(req: &RequestHeader) -> Result<ServerSession> {
+    let mut head = BytesMut::with_capacity(256);
+    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    head.extend_from_slice(format!("{} {target} HTTP/1.1\r\n", req.method).as_bytes());
+    // Without its body framing: the stand-in has no body to read.
+    let framing = |n: &http::HeaderName| {
+        n == http::header::CONTENT_LENGTH || n == http::header::TRANSFER_ENCODING
+    };
+    for (name, value) in req.headers.iter().filter(|(n, _)| !framing(n)) {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let mut h1 = H1Session::new(Box::new(Cursor::new(head.to_vec())));
+    h1.read_request().await?;
+    Ok(ServerSession::H1(h1))
+}

@@ -361,6 +361,24 @@ hsts = "max-age=63072000"
     }
 
     #[test]
+    fn shipped_example_tls_block_is_valid_when_uncommented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/channelgate.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let (_, tail) = text
+            .split_once("# [tls]\n")
+            .expect("the example documents [tls]");
+        let (block, _) = tail.split_once("# # (end of [tls])").expect("end marker");
+        let block: String = block
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let t = parse(&block).unwrap_or_else(|e| panic!("{e}")).tls.unwrap();
+        assert_eq!(t.certificates.len(), 2);
+        assert!(t.acme.is_some() && t.redirect_http && t.hsts.is_some());
+    }
+
+    #[test]
     fn errors_name_their_keys() {
         let e = parse(
             r#"listen = ["unix:/x", "127.0.0.1:1"]

@@ -3,12 +3,12 @@
 //! The proxy asks [`is_tls`] for the one fact it needs about the connection.
 
 use http::{HeaderValue, StatusCode};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use pingora::Result;
 
 use super::config::TlsConfig;
-use super::http01::{Http01Tokens, CHALLENGE_PREFIX};
+use super::http01::Http01Tokens;
 
 /// Whether the request arrived on a TLS listener.
 pub fn is_tls(session: &Session) -> bool {
@@ -96,23 +96,26 @@ impl Edge {
         }
     }
 
-    /// Answers the request when the edge decides so; true when answered.
-    pub async fn request_filter(&self, session: &mut Session) -> Result<bool> {
-        let https = is_tls(session);
-        let req = session.req_header();
+    /// Decides for a request (the router asks, first of all decisions).
+    pub fn decide_request(&self, req: &RequestHeader, https: bool) -> Answer {
         let host = req
             .headers
             .get(http::header::HOST)
             .and_then(|v| v.to_str().ok())
             .or(req.uri.authority().map(|a| a.as_str()));
         let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        self.decide(https, host, pq)
+    }
+
+    /// Sends the answer the edge decided on.
+    pub async fn reply(session: &mut Session, answer: Answer) -> Result<()> {
         let Answer::Reply {
             status,
             location,
             body,
-        } = self.decide(https, host, pq)
+        } = answer
         else {
-            return Ok(false);
+            return Ok(());
         };
         let mut resp = ResponseHeader::build(status, Some(4))?;
         if let Some(l) = location {
@@ -125,7 +128,7 @@ impl Edge {
         session
             .write_response_body(Some(bytes::Bytes::from(body)), true)
             .await?;
-        Ok(true)
+        Ok(())
     }
 
     /// Adds Strict-Transport-Security to a response on a TLS listener.
@@ -151,11 +154,9 @@ fn host_without_port(h: &str) -> Option<String> {
     (super::config::is_dns_name(name)).then(|| name.to_string())
 }
 
-/// The challenge path prefix, for the router's documentation of what comes first.
-pub const ACME_HTTP01_PREFIX: &str = CHALLENGE_PREFIX;
-
 #[cfg(test)]
 mod tests {
+    use super::super::http01::CHALLENGE_PREFIX;
     use super::*;
     use std::path::Path;
 

@@ -146,3 +146,107 @@ impl PreTlsProcess for AlpnChallenge {
         Error::e_explain(ErrorType::Custom("acme-tls/1"), CHALLENGE_DONE)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use rustls::sign::CertifiedKey;
+
+    fn ca() -> (CertificateDer<'static>, Issuer<'static, KeyPair>) {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().unwrap();
+        let cert = ca.self_signed(&key).unwrap();
+        (cert.der().clone(), Issuer::new(ca, key))
+    }
+
+    fn leaf(issuer: &Issuer<'static, KeyPair>, name: &str) -> Arc<CertifiedKey> {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&key, issuer)
+            .unwrap();
+        let der = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        super::super::certs::certified(vec![cert.der().clone()], der)
+            .unwrap()
+            .key
+    }
+
+    /// Connects with one ALPN protocol; the negotiated protocol and the server's leaf.
+    async fn client(
+        addr: std::net::SocketAddr,
+        ca: CertificateDer<'static>,
+        alpn: &[u8],
+    ) -> std::io::Result<(Option<Vec<u8>>, Vec<u8>)> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca).unwrap();
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        cfg.alpn_protocols = vec![alpn.to_vec()];
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = ServerName::try_from("a.example").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await?;
+        let (_, conn) = tls.get_ref();
+        let out = (
+            conn.alpn_protocol().map(<[u8]>::to_vec),
+            conn.peer_certificates().unwrap()[0].to_vec(),
+        );
+        let _ = tls.shutdown().await;
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn acme_tls_alpn_hellos_get_the_challenge_and_others_pass_through() {
+        let store = CertStore::default();
+        let (ca, issuer) = ca();
+        let challenge = leaf(&issuer, "a.example");
+        let real = leaf(&issuer, "a.example");
+        store.set_alpn_challenge("a.example", Some(challenge.clone()));
+        store.set_certificate(&["a.example".into()], real.clone());
+        let pre = AlpnChallenge::new(&store);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+
+        // acme-tls/1: answered by the pre-TLS step with the challenge certificate.
+        let c = tokio::spawn(client(addr, ca.clone(), ACME_TLS_ALPN));
+        let mut s: L4Stream = listener.accept().await.unwrap().0.into();
+        let e = pre.process(&mut s).await.unwrap_err();
+        assert!(e.to_string().contains(CHALLENGE_DONE), "{e}");
+        let (alpn, cert) = c.await.unwrap().unwrap();
+        assert_eq!(alpn.as_deref(), Some(ACME_TLS_ALPN));
+        assert_eq!(cert, challenge.cert[0].to_vec());
+
+        // h2: left alone; the normal handshake reads the same bytes again and gets the
+        // real certificate.
+        let c = tokio::spawn(client(addr, ca, b"h2"));
+        let mut s: L4Stream = listener.accept().await.unwrap().0.into();
+        pre.process(&mut s).await.unwrap();
+        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(store.clone()));
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        let server = tokio::spawn(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)).accept(s));
+        let (alpn, cert) = c.await.unwrap().unwrap();
+        assert!(server.await.unwrap().is_ok());
+        assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+        assert_eq!(cert, real.cert[0].to_vec());
+        let served = store
+            .metrics()
+            .alpn_challenges
+            .with_label_values(&["served"]);
+        assert_eq!(served.get(), 1);
+    }
+}

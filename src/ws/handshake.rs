@@ -43,7 +43,10 @@ fn has_token(req: &RequestHeader, name: &str, token: &str) -> bool {
 
 /// Whether the browser origin may open this route. Clients that send no Origin (not
 /// browsers) are let through: the check protects browser sessions from other sites.
-pub fn origin_allowed(req: &RequestHeader, origins: &Origins) -> bool {
+/// On a TLS listener (`https`) the same-host check also wants an https:// origin: a page
+/// served over plain HTTP must not drive a wss:// session. (On a plain listener either
+/// scheme passes: a TLS proxy in front may have served the page.)
+pub fn origin_allowed(req: &RequestHeader, origins: &Origins, https: bool) -> bool {
     let Some(origin) = header(req, "origin") else {
         return true;
     };
@@ -53,8 +56,10 @@ pub fn origin_allowed(req: &RequestHeader, origins: &Origins) -> bool {
         Origins::List(list) => list.iter().any(|o| *o == origin),
         Origins::SameHost => {
             let host = header(req, "host").map(str::to_ascii_lowercase);
-            let origin_host = origin.split_once("://").map(|(_, h)| h.to_string());
-            matches!((host, origin_host), (Some(h), Some(o)) if h == o)
+            let Some((scheme, origin_host)) = origin.split_once("://") else {
+                return false;
+            };
+            (!https || scheme == "https") && host.is_some_and(|h| h == origin_host)
         }
     }
 }
@@ -207,17 +212,36 @@ mod tests {
         };
         assert!(origin_allowed(
             &with("https://app.example.org"),
-            &Origins::SameHost
+            &Origins::SameHost,
+            false
         ));
         assert!(!origin_allowed(
             &with("https://evil.example"),
-            &Origins::SameHost
+            &Origins::SameHost,
+            false
         ));
-        assert!(!origin_allowed(&with("null"), &Origins::SameHost));
-        assert!(origin_allowed(&req(GOOD), &Origins::SameHost));
+        assert!(!origin_allowed(&with("null"), &Origins::SameHost, false));
+        assert!(origin_allowed(&req(GOOD), &Origins::SameHost, true));
         let list = Origins::List(vec!["https://app.example.org".into()]);
-        assert!(origin_allowed(&with("https://APP.example.org"), &list));
-        assert!(!origin_allowed(&with("http://app.example.org"), &list));
-        assert!(origin_allowed(&with("https://evil.example"), &Origins::Any));
+        assert!(origin_allowed(
+            &with("https://APP.example.org"),
+            &list,
+            true
+        ));
+        assert!(!origin_allowed(
+            &with("http://app.example.org"),
+            &list,
+            false
+        ));
+        assert!(origin_allowed(
+            &with("https://evil.example"),
+            &Origins::Any,
+            true
+        ));
+        // wss on a TLS listener: the page must be https too.
+        let same = &Origins::SameHost;
+        assert!(origin_allowed(&with("https://app.example.org"), same, true));
+        assert!(!origin_allowed(&with("http://app.example.org"), same, true));
+        assert!(origin_allowed(&with("http://app.example.org"), same, false));
     }
 }

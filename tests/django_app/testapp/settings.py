@@ -5,6 +5,8 @@ Environment:
   TESTAPP_DB              SQLite file (default: <tempdir>/channelgate-testapp.sqlite3);
                           give each test its own file and run `manage.py prepare` first
   TESTAPP_UNHEALTHY_FILE  if this path exists, GET /healthz answers 503
+  TESTAPP_PROTECTED_ROOT  the directory django-sendfile2 hands out (SENDFILE_ROOT), served
+                          by channelgate's internal location /protected/
 """
 import os
 import tempfile
@@ -33,6 +35,11 @@ MIDDLEWARE = [
 # Explicit: never redirect /foo to /foo/; the URL patterns accept both forms.
 APPEND_SLASH = False
 PREPEND_WWW = False
+
+# django-sendfile2, nginx backend: views answer X-Accel-Redirect: /protected/<path>.
+SENDFILE_BACKEND = "django_sendfile.backends.nginx"
+SENDFILE_ROOT = os.environ.get("TESTAPP_PROTECTED_ROOT", "/nonexistent")
+SENDFILE_URL = "/protected"
 
 ROOT_URLCONF = "testapp.urls"
 WSGI_APPLICATION = "testapp.wsgi.application"

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from . import seed_views, views
+from . import files_views, seed_views, views
 
 # APPEND_SLASH is off; every pattern accepts the path with or without its
 # trailing slash so tests are not surprised by 301s or 404s.
@@ -26,4 +26,9 @@ urlpatterns = [
     re_path(r"^channels/auth/?$", seed_views.catmaid_ws_auth),
     re_path(r"^api/channelgate/ws-auth/?$", seed_views.awx_ws_auth),
     re_path(r"^api/channelgate/ws-authorize/?$", seed_views.awx_ws_authorize),
+    re_path(r"^accel/(?P<path>.+)$", files_views.accel),
+    re_path(r"^sendfile/(?P<path>.+)$", files_views.send),
+    re_path(r"^accel-nowhere/?$", files_views.accel_nowhere),
+    re_path(r"^text/?$", files_views.text),
+    re_path(r"^stream-gated/?$", files_views.stream_gated),
 ]

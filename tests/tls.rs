@@ -1,0 +1,467 @@
+//! End-to-end: HTTPS and wss:// on channelgate's own TLS listeners, with a test CA made
+//! here (rcgen), real clients (curl with HTTP/1.1 and HTTP/2, Python `websockets`) and the
+//! Django test app under gunicorn behind it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+
+/// A certificate authority that the test clients trust (its PEM is `ca.pem`).
+struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    pem: PathBuf,
+}
+
+impl TestCa {
+    fn new(dir: &Path) -> TestCa {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("no names");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "channelgate test CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().expect("ECDSA key");
+        let cert = params.self_signed(&key).expect("self-signed CA");
+        let pem = dir.join("ca.pem");
+        std::fs::write(&pem, cert.pem()).expect("write ca.pem");
+        TestCa {
+            issuer: Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    /// Issues a certificate for `names` (the first is the CN) valid for `days` around now,
+    /// and writes it and its key as `{tag}.crt` / `{tag}.key`.
+    fn issue(&self, dir: &Path, tag: &str, names: &[&str], days: (i64, i64)) -> (PathBuf, PathBuf) {
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("names");
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(days.0);
+        params.not_after = now + time::Duration::days(days.1);
+        let key = KeyPair::generate().expect("ECDSA key");
+        let cert = params.signed_by(&key, &self.issuer).expect("signed leaf");
+        let (c, k) = (
+            dir.join(format!("{tag}.crt")),
+            dir.join(format!("{tag}.key")),
+        );
+        std::fs::write(&c, cert.pem()).expect("write cert");
+        std::fs::write(&k, key.serialize_pem()).expect("write key");
+        (c, k)
+    }
+}
+
+struct Tls {
+    dir: tempfile::TempDir,
+    _app: Gunicorn,
+    cg: Channelgate,
+    ca: TestCa,
+    tls_port: u16,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// gunicorn + channelgate with a `[tls]` section: a default certificate for app.test and
+/// 127.0.0.1, and one for api.test chosen by SNI.
+fn setup(tls_extra: &str, routes: &str) -> Tls {
+    let dir = tempdir();
+    let ca = TestCa::new(dir.path());
+    let (cert, key) = ca.issue(dir.path(), "app", &["app.test", "127.0.0.1"], (-1, 90));
+    let (api_cert, api_key) = ca.issue(dir.path(), "api", &["api.test"], (-1, 90));
+    let ports = (free_port(), free_port());
+    let tls_port = free_port();
+    let app = Gunicorn::start_with_env(
+        dir.path(),
+        "app",
+        Bind::Tcp(free_port()),
+        &[("CHANNELGATE_ADMIN", format!("http://127.0.0.1:{}", ports.1))],
+    );
+    let body = format!(
+        "[upstream]\nservers = [\"{}\"]\n\n{routes}\n[tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\ncertificates = [\n  {{ cert = \"{}\", key = \"{}\" }},\n  {{ cert = \"{}\", key = \"{}\", names = [\"api.test\"] }},\n]\n{tls_extra}\n",
+        app.bind.config_addr(),
+        cert.display(),
+        key.display(),
+        api_cert.display(),
+        api_key.display(),
+    );
+    let cg = Channelgate::start_on(dir.path(), ports, "", &body);
+    wait_for("the TLS listener", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+    });
+    Tls {
+        dir,
+        _app: app,
+        cg,
+        ca,
+        tls_port,
+        cert,
+        key,
+    }
+}
+
+impl Tls {
+    fn https(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.tls_port)
+    }
+
+    /// curl trusting the test CA; (exit success, stdout, stderr).
+    fn curl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "30", "--cacert"])
+            .arg(&self.ca.pem)
+            .args(args)
+            .output()
+            .expect("curl (scripts/setup installs it)");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The serial number and subject of the certificate a new handshake for `name` gets.
+    fn served(&self, name: &str) -> String {
+        let resolve = format!("{name}:{}:127.0.0.1", self.tls_port);
+        let url = format!("https://{name}:{}/healthz", self.tls_port);
+        let (_, out, err) = self.curl(&[
+            "-k",
+            "--resolve",
+            &resolve,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{certs}",
+            &url,
+        ]);
+        let leaf: Vec<&str> = out
+            .lines()
+            .take_while(|l| !l.starts_with("-----END"))
+            .filter(|l| l.starts_with("Subject:") || l.starts_with("Serial Number:"))
+            .collect();
+        assert!(!leaf.is_empty(), "no certificate seen: {out} {err}");
+        leaf.join(" ")
+    }
+
+    /// Runs tests/peers/ws_client.py trusting the test CA.
+    fn ws_client(&self, name: &str, url: &str, args: &[&str]) -> Proc {
+        let mut cmd = Command::new(venv_bin("python"));
+        cmd.arg(repo().join("tests/peers/ws_client.py"))
+            .arg(url)
+            .args(args)
+            .env("SSL_CERT_FILE", &self.ca.pem);
+        Proc::spawn(name, &mut cmd, self.dir.path())
+    }
+}
+
+#[test]
+fn https_over_http1_and_h2_with_hsts_forwarded_proto_and_redirect() {
+    let t = setup("redirect_http = true\nhsts = \"max-age=63072000\"\n", "");
+    for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let (ok, out, err) = t.curl(&[
+            flag,
+            "-D",
+            "-",
+            "-w",
+            "\n%{http_version}",
+            &t.https("/headers"),
+        ]);
+        assert!(ok, "curl {flag}: {err}");
+        assert!(out.ends_with(&format!("\n{version}")), "{flag}: {out}");
+        assert!(
+            out.to_ascii_lowercase()
+                .contains("strict-transport-security: max-age=63072000"),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#""x-forwarded-proto": "https""#),
+            "the app learns the scheme: {out}"
+        );
+    }
+    // The plain listener redirects (308 keeps the method) to the TLS port.
+    let (ok, out, err) = t.curl(&["-D", "-", "-o", "/dev/null", &t.cg.url("/a/b?c=1")]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("HTTP/1.1 308"), "{out}");
+    let location = format!("https://127.0.0.1:{}/a/b?c=1", t.tls_port);
+    assert!(
+        out.to_ascii_lowercase()
+            .contains(&format!("location: {location}")),
+        "{out}"
+    );
+    // TLS 1.1 is refused and counted.
+    let (ok, _, _) = t.curl(&["--tls-max", "1.1", "--tlsv1.0", &t.https("/healthz")]);
+    assert!(!ok, "TLS 1.1 must be refused");
+    wait_for(
+        "the refused handshake counted",
+        Duration::from_secs(10),
+        || {
+            t.cg.metric("channelgate_tls_handshake_failures_total{reason=\"protocol_version\"}")
+                >= 1.0
+        },
+    );
+    assert!(t.cg.metric("channelgate_tls_handshakes_total{version=\"1.3\"}") >= 2.0);
+    assert!(
+        t.cg.metric("channelgate_tls_certificate_expiry_timestamp_seconds{name=\"api.test\"}")
+            > 1e9
+    );
+}
+
+#[test]
+fn min_version_1_3_refuses_tls_1_2() {
+    let t = setup("min_version = \"1.3\"\n", "");
+    let (ok, _, err) = t.curl(&["--tls-max", "1.2", "-o", "/dev/null", &t.https("/healthz")]);
+    assert!(!ok, "TLS 1.2 must be refused: {err}");
+    let (ok, _, err) = t.curl(&["--tlsv1.3", "-o", "/dev/null", &t.https("/healthz")]);
+    assert!(ok, "{err}");
+    wait_for("the refusal counted", Duration::from_secs(10), || {
+        t.cg.metric("channelgate_tls_handshake_failures_total{reason=\"protocol_version\"}") >= 1.0
+    });
+}
+
+#[test]
+fn sni_picks_the_right_certificate() {
+    let t = setup("", "");
+    assert!(
+        t.served("api.test").contains("CN = api.test"),
+        "{}",
+        t.served("api.test")
+    );
+    assert!(t.served("app.test").contains("CN = app.test"));
+    assert!(
+        t.served("other.test").contains("CN = app.test"),
+        "unknown names get the default"
+    );
+    // Verified end to end: each name validates against the CA only with its own certificate.
+    for name in ["api.test", "app.test"] {
+        let resolve = format!("{name}:{}:127.0.0.1", t.tls_port);
+        let url = format!("https://{name}:{}/healthz", t.tls_port);
+        let (ok, _, err) = t.curl(&["--resolve", &resolve, "-o", "/dev/null", &url]);
+        assert!(ok, "{name}: {err}");
+    }
+}
+
+#[test]
+fn wss_with_a_session_cookie_and_no_websocket_over_h2() {
+    let t = setup(
+        "",
+        "[[ws]]\npath = \"/channels/updates/\"\ngroups = [\"updates-{user}\"]\nauth = { path = \"/ws-auth/\" }\n",
+    );
+    let cookie = login(&t.cg, "/accounts/login/", "alice");
+    let origin = format!("https://127.0.0.1:{}", t.tls_port);
+    let mut alice = t.ws_client(
+        "wss-alice",
+        &format!("wss://127.0.0.1:{}/channels/updates/", t.tls_port),
+        &[
+            "--header",
+            &format!("Cookie:{cookie}"),
+            "--origin",
+            &origin,
+            "--expect",
+            "1",
+            "--timeout",
+            "30",
+        ],
+    );
+    wait_for("alice connected over wss", Duration::from_secs(20), || {
+        t.cg.metric("channelgate_ws_connections{route=\"/channels/updates/\"}") == 1.0
+    });
+    let r = client()
+        .post(t.cg.url("/notify-me/"))
+        .header("Cookie", &cookie)
+        .form(&[("text", "over tls")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let status = alice.wait_exit(Duration::from_secs(30));
+    let out = alice.output();
+    assert!(status.success(), "{out}");
+    assert!(out.contains(r#""data": "over tls""#), "{out}");
+
+    // A page served over plain http may not open this user's wss session.
+    let mut mixed = t.ws_client(
+        "wss-http-origin",
+        &format!("wss://127.0.0.1:{}/channels/updates/", t.tls_port),
+        &[
+            "--header",
+            &format!("Cookie:{cookie}"),
+            "--origin",
+            &format!("http://127.0.0.1:{}", t.tls_port),
+            "--timeout",
+            "30",
+        ],
+    );
+    assert_eq!(mixed.wait_exit(Duration::from_secs(30)).code(), Some(3));
+    assert!(
+        mixed.output().contains(r#""status": 403"#),
+        "{}",
+        mixed.output()
+    );
+
+    // A WebSocket route asked over HTTP/2 gets a clear refusal, not the app.
+    let (ok, out, err) = t.curl(&[
+        "--http2",
+        "-w",
+        "\n%{http_code} %{http_version}",
+        &t.https("/channels/updates/"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.ends_with("\n400 2"), "{out}");
+    assert!(out.contains("HTTP/1.1"), "{out}");
+    assert_eq!(
+        t.cg.metric("channelgate_ws_connects_total{outcome=\"http2\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn sighup_swaps_the_certificate_while_a_wss_client_keeps_receiving() {
+    let t = setup(
+        "",
+        "[[ws]]\npath = \"/ws/chat/{room}/\"\ngroups = [\"chat-{room}\"]\n",
+    );
+    let mut chat = t.ws_client(
+        "wss-chat",
+        &format!("wss://127.0.0.1:{}/ws/chat/lobby/", t.tls_port),
+        &["--expect", "2", "--timeout", "60"],
+    );
+    wait_for("client connected", Duration::from_secs(20), || {
+        t.cg.metric("channelgate_ws_connections{route=\"/ws/chat/{room}/\"}") == 1.0
+    });
+    let publish = |text: &str| {
+        let r = client()
+            .post(format!(
+                "http://127.0.0.1:{}/publish/chat-lobby",
+                t.cg.admin_port
+            ))
+            .header("content-type", "text/plain")
+            .body(text.to_string())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    };
+    publish("before");
+    wait_for("first message", Duration::from_secs(20), || {
+        chat.output().contains("\"before\"")
+    });
+    let before = t.served("app.test");
+    let ok_reloads = "channelgate_tls_certificate_reloads_total{outcome=\"ok\"}";
+    let loaded = t.cg.metric(ok_reloads);
+
+    // New files in place, then `channelgate reload` (SIGHUP through pid_file).
+    let (c, k) = t.ca.issue(
+        t.dir.path(),
+        "app-next",
+        &["app.test", "127.0.0.1"],
+        (-1, 120),
+    );
+    std::fs::rename(&k, &t.key).unwrap();
+    std::fs::rename(&c, &t.cert).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_channelgate"))
+        .args(["reload", "--config"])
+        .arg(&t.cg.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("reload", Duration::from_secs(20), || {
+        t.cg.metric(ok_reloads) >= loaded + 2.0
+    });
+    let after = t.served("app.test");
+    assert_ne!(before, after, "new handshakes get the new certificate");
+
+    // The open wss connection was not touched.
+    publish("after");
+    let status = chat.wait_exit(Duration::from_secs(30));
+    let out = chat.output();
+    assert!(status.success() && out.contains("\"after\""), "{out}");
+
+    // A broken file keeps the current certificate, and is counted.
+    std::fs::write(&t.cert, "not a certificate").unwrap();
+    t.cg.proc.signal("HUP");
+    wait_for("failed reload counted", Duration::from_secs(20), || {
+        t.cg.metric("channelgate_tls_certificate_reloads_total{outcome=\"error\"}") >= 1.0
+    });
+    assert_eq!(t.served("app.test"), after);
+    assert!(t.cg.proc.output().contains("the previous one stays in use"));
+}
+
+#[test]
+fn check_reads_certificates_and_run_refuses_bad_ones() {
+    let dir = tempdir();
+    let ca = TestCa::new(dir.path());
+    let good = ca.issue(dir.path(), "good", &["good.test"], (-1, 90));
+    let soon = ca.issue(dir.path(), "soon", &["soon.test"], (-1, 5));
+    let expired = ca.issue(dir.path(), "expired", &["old.test"], (-30, -1));
+    let other = ca.issue(dir.path(), "other", &["other.test"], (-1, 90));
+    let check = |pairs: &[(&PathBuf, &PathBuf)]| {
+        let entries: Vec<String> = pairs
+            .iter()
+            .map(|(c, k)| {
+                format!(
+                    "{{ cert = \"{}\", key = \"{}\" }}",
+                    c.display(),
+                    k.display()
+                )
+            })
+            .collect();
+        let port = free_port();
+        let config = dir.path().join(format!("check-{port}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[admin]\nlisten = \"127.0.0.1:{}\"\n[upstream]\nservers = [\"127.0.0.1:1\"]\n[tls]\nlisten = [\"127.0.0.1:{}\"]\ncertificates = [{}]\n",
+                free_port(),
+                free_port(),
+                entries.join(", ")
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_channelgate"))
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text, config)
+    };
+    let (ok, out, _) = check(&[(&good.0, &good.1), (&soon.0, &soon.1)]);
+    assert!(ok, "{out}");
+    assert!(out.contains("names good.test; expires"), "{out}");
+    assert!(
+        out.contains("warning:") && out.contains("soon.test") && out.contains(" days)"),
+        "{out}"
+    );
+    let (ok, out, _) = check(&[(&expired.0, &expired.1)]);
+    assert!(!ok && out.contains("EXPIRED"), "{out}");
+    let (ok, out, _) = check(&[(&good.0, &other.1)]);
+    assert!(
+        !ok && out.contains("does not belong to the certificate"),
+        "{out}"
+    );
+    let missing = dir.path().join("missing.crt");
+    let (ok, out, config) = check(&[(&missing, &good.1)]);
+    assert!(!ok && out.contains("missing.crt"), "{out}");
+
+    // `run` refuses the same file with a message, not a panic.
+    let out = Command::new(env!("CARGO_BIN_EXE_channelgate"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("certificates[0]") && err.contains("missing.crt"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
