@@ -3,6 +3,7 @@
 //! ([`amqp`]) goes through RabbitMQ in the channels_rabbitmq wire format ([`codec`]).
 
 pub mod amqp;
+pub mod bindings;
 pub mod codec;
 pub mod connection;
 
@@ -28,8 +29,9 @@ pub enum BrokerConfig {
 /// `[broker] kind = "amqp"`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AmqpConfig {
-    /// `amqp://user:pass@host:port/vhost` or `amqps://...`. Default: guest on localhost.
-    pub url: String,
+    /// The nodes, `amqp://user:pass@host:port/vhost` or `amqps://...`, tried in turn
+    /// (`url = "..."` or `url = ["...", "..."]`). Never empty. Default: guest on localhost.
+    pub urls: Vec<String>,
     /// The direct exchange groups are routed by. Default "groups" (channels_rabbitmq's).
     pub groups_exchange: String,
     /// Messages our queue holds before RabbitMQ rejects publishes (`x-max-length`). Default 100.
@@ -44,12 +46,23 @@ pub struct AmqpConfig {
 #[serde(default)]
 pub(crate) struct RawBroker {
     kind: Option<String>,
-    url: Option<String>,
+    url: Option<Urls>,
     groups_exchange: Option<String>,
     capacity: Option<u32>,
     expiry: Option<String>,
     prefetch: Option<u16>,
 }
+
+/// `[broker] url`: one node or a list of nodes.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Urls {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The most nodes `[broker] url` may list.
+pub const MAX_URLS: usize = 16;
 
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -68,10 +81,27 @@ impl RawBroker {
                 BrokerConfig::Memory
             }
             Some("amqp") => {
-                let url = self.url.unwrap_or_else(|| DEFAULT_AMQP_URL.to_string());
-                if let Err(e) = url.parse::<lapin::uri::AMQPUri>() {
-                    errs.add(&path.key("url"), format!("`{}` is not an AMQP URL ({e}); write it like \"amqp://user:pass@host:5672/%2f\"", amqp::redact(&url)));
+                let urls = match self.url {
+                    None => vec![DEFAULT_AMQP_URL.to_string()],
+                    Some(Urls::One(u)) => vec![u],
+                    Some(Urls::Many(v)) => v,
+                };
+                if urls.is_empty() || urls.len() > MAX_URLS {
+                    errs.add(
+                        &path.key("url"),
+                        format!("must name 1 to {MAX_URLS} RabbitMQ nodes"),
+                    );
                 }
+                for url in &urls {
+                    if let Err(e) = url.parse::<lapin::uri::AMQPUri>() {
+                        errs.add(&path.key("url"), format!("`{}` is not an AMQP URL ({e}); write it like \"amqp://user:pass@host:5672/%2f\"", amqp::redact(url)));
+                    }
+                }
+                let urls = if urls.is_empty() {
+                    vec![DEFAULT_AMQP_URL.to_string()]
+                } else {
+                    urls
+                };
                 let exchange = self.groups_exchange.unwrap_or_else(|| "groups".into());
                 if exchange.is_empty() || exchange.len() > 255 {
                     errs.add(&path.key("groups_exchange"), "must be 1 to 255 characters");
@@ -85,7 +115,7 @@ impl RawBroker {
                     errs.add(&path.key("prefetch"), "must be at least 1");
                 }
                 BrokerConfig::Amqp(AmqpConfig {
-                    url,
+                    urls,
                     groups_exchange: exchange,
                     capacity,
                     expiry: values::duration(
@@ -204,6 +234,49 @@ impl Broker for MemoryBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn broker(keys: &str) -> Result<BrokerConfig, Vec<String>> {
+        let text = format!(
+            "[upstream]\nservers = [\"127.0.0.1:8050\"]\n[broker]\nkind = \"amqp\"\n{keys}\n"
+        );
+        crate::config::Config::parse(&text, std::path::Path::new("t.toml"))
+            .map(|c| c.broker)
+            .map_err(|e| e.errors.iter().map(|e| e.to_string()).collect())
+    }
+
+    fn urls(c: BrokerConfig) -> Vec<String> {
+        match c {
+            BrokerConfig::Amqp(a) => a.urls,
+            BrokerConfig::Memory => panic!("amqp expected"),
+        }
+    }
+
+    #[test]
+    fn url_is_one_node_or_a_list() {
+        assert_eq!(
+            urls(broker("").unwrap()),
+            vec![DEFAULT_AMQP_URL.to_string()]
+        );
+        assert_eq!(
+            urls(broker("url = \"amqp://a:b@h1/%2f\"").unwrap()),
+            vec!["amqp://a:b@h1/%2f".to_string()]
+        );
+        assert_eq!(
+            urls(broker("url = [\"amqp://h1/%2f\", \"amqp://h2:5673/%2f\"]").unwrap()),
+            vec![
+                "amqp://h1/%2f".to_string(),
+                "amqp://h2:5673/%2f".to_string()
+            ]
+        );
+        let e = broker("url = []").unwrap_err();
+        assert!(e[0].contains("must name 1 to 16 RabbitMQ nodes"), "{e:?}");
+        let e = broker("url = [\"amqp://h1/%2f\", \"http://x:secret@h2/\"]").unwrap_err();
+        assert!(
+            e[0].contains("is not an AMQP URL") && !e[0].contains("secret"),
+            "{e:?}"
+        );
+        assert!(broker("url = 5").is_err());
+    }
 
     #[test]
     fn names_follow_channels_rabbitmq() {

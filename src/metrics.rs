@@ -115,6 +115,9 @@ pub struct HttpMetrics {
     pub upgrades: IntCounterVec,
     /// Passed-through upgraded connections open now.
     pub upgrades_open: IntGauge,
+    /// Passed-through upgraded connections that ended, by reason (closed, idle_timeout,
+    /// shutdown, error).
+    pub upgrades_ended: IntCounterVec,
     /// Requests refused before routing, by reason (uri_too_long, header_line_too_large,
     /// headers_too_large).
     pub refused: IntCounterVec,
@@ -237,6 +240,12 @@ impl Metrics {
                 reg,
                 "channelgate_upgrade_passthrough_open",
                 "Upgraded connections passed through to the upstream, open now.",
+            ),
+            upgrades_ended: counter_vec(
+                reg,
+                "channelgate_upgrade_passthrough_ended_total",
+                "Upgraded connections passed through to the upstream that ended, by reason.",
+                &["reason"],
             ),
         };
         let upstream = UpstreamMetrics {

@@ -136,7 +136,7 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
     for (i, route) in config.ws.iter().enumerate() {
         if let Protocol::AmqpBridge(b) = &route.protocol {
             let url = b.url.clone().unwrap_or_else(|| match &config.broker {
-                BrokerConfig::Amqp(a) => a.url.clone(),
+                BrokerConfig::Amqp(a) => a.urls[0].clone(), // never empty (validated)
                 BrokerConfig::Memory => crate::broker::DEFAULT_AMQP_URL.to_string(),
             });
             let bridge = Bridge::new(b.clone(), url, i, hub.clone(), metrics.clone());

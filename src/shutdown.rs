@@ -1,7 +1,11 @@
 //! Graceful shutdown. SIGTERM and SIGINT stop the listeners, let what is in flight finish
-//! for up to `grace_period`, then exit 0 — as soon as the last request ends, not after a
-//! fixed sleep. SIGQUIT hands the listening sockets to a new process first (`run --upgrade`).
-//! A second SIGTERM/SIGINT during the drain exits at once.
+//! for up to `grace_period` — as soon as the last request ends, not after a fixed sleep —
+//! and exit 0 when everything finished ([`EXIT_DRAINED`]). When the grace period runs out
+//! (or a second SIGTERM/SIGINT arrives during the drain), what is left is closed: requests
+//! are cut, WebSocket pass-through tunnels get their sockets shut down
+//! ([`Drain::cut_signal`]), and the exit code is [`EXIT_CUT`], so that a supervisor or a
+//! deploy script can tell a clean stop from one that cut work. SIGQUIT hands the listening
+//! sockets to a new process first (`run --upgrade`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,13 +15,31 @@ use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
-/// Counts the work that shutdown waits for (requests, tunnels, later WebSockets).
-#[derive(Default)]
+/// The exit code when every request, tunnel and WebSocket finished within the grace period.
+pub const EXIT_DRAINED: i32 = 0;
+/// The exit code when the grace period ran out (or a second signal came) and work was cut.
+pub const EXIT_CUT: i32 = 3;
+/// How long cut work gets to close its sockets before the process exits.
+const CLOSE_TIME: Duration = Duration::from_secs(1);
+
+/// Counts the work that shutdown waits for (requests, tunnels, WebSockets), and tells the
+/// work that has no end of its own (tunnels) when the grace period is over.
 pub struct Drain {
     active: AtomicUsize,
     idle: Notify,
+    cut: watch::Sender<bool>,
+}
+
+impl Default for Drain {
+    fn default() -> Drain {
+        Drain {
+            active: AtomicUsize::new(0),
+            idle: Notify::new(),
+            cut: watch::channel(false).0,
+        }
+    }
 }
 
 /// Held while one piece of work is in flight.
@@ -35,6 +57,16 @@ impl Drain {
 
     pub fn active(&self) -> usize {
         self.active.load(Ordering::SeqCst)
+    }
+
+    /// Becomes true when the grace period is over and what is left must close now.
+    pub fn cut_signal(&self) -> watch::Receiver<bool> {
+        self.cut.subscribe()
+    }
+
+    /// Tells every holder of [`cut_signal`](Self::cut_signal) to close.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
     }
 
     /// Resolves once nothing is in flight.
@@ -122,15 +154,21 @@ impl BackgroundService for DrainService {
             _ = next(SignalKind::terminate()) => true,
             _ = next(SignalKind::interrupt()) => true,
         };
-        if cut {
-            tracing::warn!(
-                cut = self.drain.active(),
-                "drain ended early or grace period over; closing what is left"
-            );
-        } else {
-            tracing::info!("drained; exiting");
+        if !cut {
+            tracing::info!(exit_code = EXIT_DRAINED, "drained; exiting");
+            std::process::exit(EXIT_DRAINED);
         }
-        std::process::exit(0);
+        let left = self.drain.active();
+        tracing::warn!(
+            cut = left,
+            exit_code = EXIT_CUT,
+            "grace period over or second signal: closing what is left"
+        );
+        self.drain.cut();
+        // Tunnels shut their sockets down; whatever does not finish in time ends with the
+        // process.
+        let _ = tokio::time::timeout(CLOSE_TIME, self.drain.wait_idle()).await;
+        std::process::exit(EXIT_CUT);
     }
 }
 
@@ -156,5 +194,21 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(d.active(), 0);
+    }
+
+    #[tokio::test]
+    async fn cut_reaches_every_holder() {
+        let d = Drain::new();
+        let mut a = d.cut_signal();
+        let b = d.cut_signal();
+        assert!(!*a.borrow());
+        d.cut();
+        tokio::time::timeout(Duration::from_secs(5), a.wait_for(|c| *c))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(*b.borrow());
+        // A holder that subscribes after the cut sees it at once.
+        assert!(*d.cut_signal().borrow());
     }
 }

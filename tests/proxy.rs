@@ -512,18 +512,6 @@ fn read_head(s: &mut TcpStream) -> String {
     String::from_utf8(head).unwrap()
 }
 
-fn echo_server(dir: &std::path::Path) -> (Proc, u16) {
-    let port = free_port();
-    let mut cmd = std::process::Command::new(venv_bin("python"));
-    cmd.arg(repo().join("tests/peers/ws_echo_server.py"))
-        .args(["--port", &port.to_string()]);
-    let p = Proc::spawn("ws-echo", &mut cmd, dir);
-    wait_for("echo server READY", Duration::from_secs(20), || {
-        p.output().contains("READY")
-    });
-    (p, port)
-}
-
 #[test]
 fn websocket_upgrades_pass_through_to_the_upstream() {
     let dir = tempdir();

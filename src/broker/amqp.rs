@@ -4,12 +4,15 @@
 //! publishes with channels_rabbitmq (or its msgpack body by hand) reaches channelgate's
 //! clients, and channelgate's publishes reach daphne consumers.
 //!
-//! One supervisor task owns the connection: it connects with capped, jittered backoff,
-//! replays every binding after a reconnect, applies bind/unbind requests from the hub in
-//! order, and consumes. WebSocket clients stay connected while RabbitMQ is away.
+//! One supervisor task owns the connection: it connects with capped, jittered backoff
+//! (trying the nodes of `[broker] url` in turn), declares the queue, replays every
+//! binding, and only then reports itself up (`channelgate_broker_up`, `/readyz`,
+//! `/publish`): a message RabbitMQ accepts while we are up is routed to our queue. It then
+//! consumes and keeps the bindings reconciled with the hub's groups ([`bindings`]).
+//! WebSocket clients stay connected while RabbitMQ is away.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,8 +26,8 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use pingora::server::ShutdownWatch;
-use tokio::sync::mpsc;
 
+use super::bindings::{self, Pending, Work};
 use super::codec::{self, Target};
 use super::connection::{self, Link};
 use super::{AmqpConfig, Broker, PublishError, Published};
@@ -33,11 +36,6 @@ use crate::metrics::Metrics;
 
 /// How long a publish waits for RabbitMQ's confirm.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
-
-enum BindOp {
-    Bind(String),
-    Unbind(String),
-}
 
 pub struct AmqpBroker {
     cfg: AmqpConfig,
@@ -48,8 +46,12 @@ pub struct AmqpBroker {
     up: AtomicBool,
     /// The channel publishes go through (confirm mode), while connected.
     publisher: Mutex<Option<Channel>>,
-    ops: mpsc::UnboundedSender<BindOp>,
-    ops_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<BindOp>>,
+    /// Groups whose binding may have changed while connected (bounded).
+    pending: Pending,
+    /// Index in `cfg.urls` of the node connected to (or tried first next time).
+    node: AtomicUsize,
+    /// The last session ended by losing its connection.
+    lost: AtomicBool,
     /// Decode failure kinds already logged (each kind is logged once, with a sample).
     logged: Mutex<HashSet<&'static str>>,
 }
@@ -68,7 +70,6 @@ pub fn redact(url: &str) -> String {
 
 impl AmqpBroker {
     pub fn new(cfg: AmqpConfig, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Arc<AmqpBroker> {
-        let (ops, ops_rx) = mpsc::unbounded_channel();
         let b = Arc::new(AmqpBroker {
             cfg,
             queue: super::new_instance_name(),
@@ -76,8 +77,9 @@ impl AmqpBroker {
             metrics,
             up: AtomicBool::new(false),
             publisher: Mutex::new(None),
-            ops,
-            ops_rx: tokio::sync::Mutex::new(ops_rx),
+            pending: Pending::default(),
+            node: AtomicUsize::new(0),
+            lost: AtomicBool::new(false),
             logged: Mutex::new(HashSet::new()),
         });
         hub.set_listener(b.clone());
@@ -114,8 +116,33 @@ impl AmqpBroker {
         args
     }
 
-    /// Connects and declares what channels_rabbitmq declares.
+    /// Tries every node of `[broker] url` once, starting with the one after the node whose
+    /// connection was lost last, and declares on the first that answers.
     async fn connect(&self) -> lapin::Result<(Connection, Channel, Channel)> {
+        let n = self.cfg.urls.len();
+        let mut start = self.node.load(Ordering::SeqCst);
+        if self.lost.swap(false, Ordering::SeqCst) {
+            start = (start + 1) % n;
+        }
+        let mut last = connection::closed();
+        for k in 0..n {
+            let i = (start + k) % n;
+            match self.connect_to(&self.cfg.urls[i]).await {
+                Ok(s) => {
+                    self.node.store(i, Ordering::SeqCst);
+                    return Ok(s);
+                }
+                Err(e) => {
+                    tracing::debug!(broker = %redact(&self.cfg.urls[i]), error = %e, "RabbitMQ node did not take the connection");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Connects to one node and declares what channels_rabbitmq declares.
+    async fn connect_to(&self, url: &str) -> lapin::Result<(Connection, Channel, Channel)> {
         let name = format!(
             "channelgate {} {}",
             hostname::get()
@@ -123,7 +150,7 @@ impl AmqpBroker {
                 .unwrap_or_else(|_| "-".into()),
             std::process::id()
         );
-        let conn = connection::open(&self.cfg.url, name).await?;
+        let conn = connection::open(url, name).await?;
         let consume = conn.create_channel().await?;
         let exchange_opts = ExchangeDeclareOptions {
             durable: false,
@@ -177,25 +204,37 @@ impl AmqpBroker {
         r
     }
 
-    /// Brings the queue's bindings in line with the hub's groups for one request; requests
-    /// are applied in order and checked against the hub, so a join and leave that race
-    /// leave no binding behind.
-    async fn apply(
+    /// Brings the queue's bindings (`bound`) in line with the hub's groups, for the groups
+    /// `work` names. Each group is checked against the hub when its turn comes, so a join
+    /// and a leave that race leave no binding behind.
+    async fn reconcile(
         &self,
         ch: &Channel,
         bound: &mut HashSet<String>,
-        op: BindOp,
+        work: Work,
     ) -> lapin::Result<()> {
-        match op {
-            BindOp::Bind(g) if self.hub.has_group(&g) && !bound.contains(&g) => {
-                self.bind(ch, &g, true).await?;
-                bound.insert(g);
+        let groups = match work {
+            Work::Nothing => return Ok(()),
+            Work::Groups(g) => g,
+            Work::Everything => {
+                let desired: HashSet<String> = self.hub.groups().into_iter().collect();
+                let (mut bind, unbind) = bindings::diff(&desired, bound);
+                bind.extend(unbind);
+                bind
             }
-            BindOp::Unbind(g) if !self.hub.has_group(&g) && bound.contains(&g) => {
-                self.bind(ch, &g, false).await?;
-                bound.remove(&g);
+        };
+        for g in groups {
+            match (self.hub.has_group(&g), bound.contains(&g)) {
+                (true, false) => {
+                    self.bind(ch, &g, true).await?;
+                    bound.insert(g);
+                }
+                (false, true) => {
+                    self.bind(ch, &g, false).await?;
+                    bound.remove(&g);
+                }
+                _ => {}
             }
-            _ => {}
         }
         Ok(())
     }
@@ -251,19 +290,18 @@ impl AmqpBroker {
         }
     }
 
-    /// One connected session: replay bindings, then consume and bind until the
-    /// connection fails (Err) or shutdown (Ok).
+    /// One connected session: replay every binding, start consuming, report up, then
+    /// consume and reconcile bindings until the connection fails (Err) or shutdown (Ok).
     async fn session(
         &self,
         conn: &Connection,
         ch: &Channel,
-        ops: &mut mpsc::UnboundedReceiver<BindOp>,
+        publish: Channel,
         shutdown: &mut ShutdownWatch,
     ) -> lapin::Result<()> {
         let mut bound = HashSet::new();
-        for g in self.hub.groups() {
-            self.apply(ch, &mut bound, BindOp::Bind(g)).await?;
-        }
+        self.pending.connected();
+        self.reconcile(ch, &mut bound, Work::Everything).await?;
         let mut consumer = ch
             .basic_consume(
                 self.queue.as_str().into(),
@@ -272,6 +310,13 @@ impl AmqpBroker {
                 FieldTable::default(),
             )
             .await?;
+        self.set_up(true, Some(publish));
+        tracing::info!(
+            broker = %redact(self.url()),
+            queue = %self.queue,
+            groups = bound.len(),
+            "connected to RabbitMQ, queue declared and bindings replayed: up"
+        );
         loop {
             tokio::select! {
                 _ = shutdown.changed() => {
@@ -280,10 +325,9 @@ impl AmqpBroker {
                         return Ok(());
                     }
                 }
-                op = ops.recv() => match op {
-                    Some(op) => self.apply(ch, &mut bound, op).await?,
-                    None => return Ok(()),
-                },
+                _ = self.pending.wait() => {
+                    self.reconcile(ch, &mut bound, self.pending.take()).await?;
+                }
                 d = consumer.next() => match d {
                     Some(Ok(d)) => {
                         let ct = d.properties.content_type().as_ref().map(|c| c.to_string());
@@ -347,11 +391,11 @@ impl AmqpBroker {
 
 impl GroupListener for AmqpBroker {
     fn first_joined(&self, group: &str) {
-        let _ = self.ops.send(BindOp::Bind(group.to_string()));
+        self.pending.mark(group);
     }
 
     fn last_left(&self, group: &str) {
-        let _ = self.ops.send(BindOp::Unbind(group.to_string()));
+        self.pending.mark(group);
     }
 }
 
@@ -392,8 +436,14 @@ impl Link for AmqpBroker {
         "broker"
     }
 
+    /// The node connected to, or the one tried first next time.
     fn url(&self) -> &str {
-        &self.cfg.url
+        let i = self.node.load(Ordering::SeqCst);
+        self.cfg
+            .urls
+            .get(i)
+            .or(self.cfg.urls.first())
+            .map_or(super::DEFAULT_AMQP_URL, String::as_str)
     }
 
     async fn open(&self) -> lapin::Result<Self::Session> {
@@ -405,12 +455,11 @@ impl Link for AmqpBroker {
         (conn, consume, publish): Self::Session,
         shutdown: &mut ShutdownWatch,
     ) -> lapin::Result<()> {
-        // One session at a time holds the bind requests; they queue while disconnected.
-        let mut ops = self.ops_rx.lock().await;
-        tracing::info!(broker = %redact(&self.cfg.url), queue = %self.queue, "connected to RabbitMQ");
-        self.set_up(true, Some(publish));
-        let ended = self.session(&conn, &consume, &mut ops, shutdown).await;
+        let ended = self.session(&conn, &consume, publish, shutdown).await;
         self.set_up(false, None);
+        self.pending.disconnected();
+        // After a failure the node may be gone: the next attempt starts with the next one.
+        self.lost.store(ended.is_err(), Ordering::SeqCst);
         ended
     }
 

@@ -13,8 +13,12 @@ use pingora::services::background::BackgroundService;
 use rand::Rng;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// The first wait after a failure; each further failure doubles it, up to [`BACKOFF_MAX`].
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest wait between two attempts (before jitter, which takes up to half off): a
+/// node that accepts connections again is tried within a second. A refused connection
+/// costs RabbitMQ nothing, so there is no point waiting longer.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// The error a connection that ended (or never opened in time) reports.
 pub fn closed() -> lapin::Error {
@@ -53,14 +57,20 @@ impl Backoff {
     /// Waits before the next attempt, or until shutdown.
     pub async fn wait(&mut self, shutdown: &mut ShutdownWatch) {
         self.failures += 1;
-        let base = BACKOFF_MIN
-            .saturating_mul(1 << self.failures.min(6))
-            .min(BACKOFF_MAX);
-        let jittered = base.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
+        let delay = self.delay(rand::thread_rng().gen_range(0.5..=1.0));
         tokio::select! {
-            _ = tokio::time::sleep(jittered) => {}
+            _ = tokio::time::sleep(delay) => {}
             _ = shutdown.changed() => {}
         }
+    }
+
+    /// The wait after the current number of failures, scaled by `jitter` (0.5 to 1).
+    fn delay(&self, jitter: f64) -> Duration {
+        let doublings = self.failures.saturating_sub(1).min(16);
+        BACKOFF_MIN
+            .saturating_mul(1 << doublings)
+            .min(BACKOFF_MAX)
+            .mul_f64(jitter)
     }
 }
 
@@ -88,7 +98,7 @@ pub trait Link: Send + Sync {
 /// Keeps `link` connected until shutdown: connect, serve, and after a failure wait with
 /// backoff and connect again. A failure to connect is logged once per outage.
 pub async fn keep_connected<L: Link>(link: &L, mut shutdown: ShutdownWatch) {
-    let target = super::amqp::redact(link.url());
+    let target = || super::amqp::redact(link.url());
     let mut backoff = Backoff::default();
     while !*shutdown.borrow() {
         match link.open().await {
@@ -99,12 +109,12 @@ pub async fn keep_connected<L: Link>(link: &L, mut shutdown: ShutdownWatch) {
                 match link.serve(session, &mut shutdown).await {
                     Ok(()) => return,
                     Err(e) => {
-                        tracing::warn!(link = link.name(), broker = %target, error = %e, "lost the RabbitMQ connection; reconnecting")
+                        tracing::warn!(link = link.name(), broker = %target(), error = %e, "lost the RabbitMQ connection; reconnecting")
                     }
                 }
             }
             Err(e) if backoff.first() => {
-                tracing::warn!(link = link.name(), broker = %target, error = %e, "cannot connect to RabbitMQ; retrying with backoff")
+                tracing::warn!(link = link.name(), broker = %target(), error = %e, "cannot connect to RabbitMQ; retrying with backoff")
             }
             Err(_) => {}
         }
@@ -119,5 +129,27 @@ pub struct Supervised<T>(pub Arc<T>);
 impl<T: Link + 'static> BackgroundService for Supervised<T> {
     async fn start(&self, shutdown: ShutdownWatch) {
         keep_connected(&*self.0, shutdown).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_documented_cap() {
+        let mut b = Backoff::default();
+        let mut waits = vec![];
+        for _ in 0..20 {
+            b.failures += 1;
+            waits.push(b.delay(1.0));
+        }
+        assert_eq!(waits[0], BACKOFF_MIN);
+        assert_eq!(waits[1], BACKOFF_MIN * 2);
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(*waits.last().unwrap(), BACKOFF_MAX);
+        assert!(b.delay(0.5) >= BACKOFF_MAX / 2);
+        assert!(b.reset());
+        assert!(b.first());
     }
 }

@@ -55,10 +55,11 @@ pub fn render(c: &Config) -> String {
         hc.fall
     ));
     line(format!(
-        "  timeouts:  connect {}, read {}, write {}; {} retr{} on connect failure (idempotent requests)",
+        "  timeouts:  connect {}, read {}, write {}, tunnel idle {}; {} retr{} on connect failure (idempotent requests)",
         show_duration(u.connect_timeout),
         show_duration(u.read_timeout),
         show_duration(u.write_timeout),
+        show_duration(u.tunnel_idle_timeout),
         u.retries,
         if u.retries == 1 { "y" } else { "ies" }
     ));
@@ -179,7 +180,11 @@ pub fn render(c: &Config) -> String {
         }
         crate::broker::BrokerConfig::Amqp(a) => line(format!(
             "broker:      amqp {} exchange \"{}\" (capacity {}, expiry {}, prefetch {})",
-            crate::broker::amqp::redact(&a.url),
+            a.urls
+                .iter()
+                .map(|u| crate::broker::amqp::redact(u))
+                .collect::<Vec<_>>()
+                .join(", "),
             a.groups_exchange,
             a.capacity,
             show_duration(a.expiry),

@@ -19,6 +19,8 @@ use tokio::net::{TcpStream, UnixStream};
 
 use super::{headers, takeover, Ctx, Proxy};
 
+mod relay;
+
 /// Largest upstream response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// Largest body of a refusal (a non-101 answer) relayed to the client.
@@ -43,8 +45,9 @@ fn upstream_error(etype: ErrorType, context: String) -> Box<Error> {
     Error::create(etype, ErrorSource::Upstream, Some(context.into()), None)
 }
 
-/// Relays the upgrade to an upstream server; on 101, relays bytes both ways until either
-/// side closes. Errors before the 101 become the usual 502/503/504 answers.
+/// Relays the upgrade to an upstream server; on 101, relays bytes both ways until both
+/// sides close, the tunnel is idle for `[upstream] tunnel_idle_timeout`, or shutdown's
+/// grace period is over ([`relay`]). Errors before the 101 become the usual 502/503/504 answers.
 pub async fn pass_through(proxy: &Proxy, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
     let req = session.req_header();
     if req.headers.contains_key(http::header::CONTENT_LENGTH)
@@ -93,22 +96,53 @@ pub async fn pass_through(proxy: &Proxy, session: &mut Session, ctx: &mut Ctx) -
         .inc();
     let open = proxy.metrics.http.upgrades_open.clone();
     open.inc();
-    let relayed = async {
+    let started = async {
         upstream.write_all(&client.pre_read).await?;
         client.stream.write_all(&rest.split().freeze()).await?;
-        client.stream.flush().await?;
-        tokio::io::copy_bidirectional(&mut client.stream, &mut upstream).await
-    }
-    .await;
-    open.dec();
-    match relayed {
-        Ok((up, down)) => {
-            tracing::debug!(request_id = %ctx.request_id, bytes_up = up, bytes_down = down, "upgraded connection closed")
+        client.stream.flush().await
+    };
+    let ended = match timeout(
+        cfg.write_timeout,
+        started,
+        ErrorType::WriteTimedout,
+        "starting the tunnel",
+    )
+    .await
+    {
+        Ok(()) => {
+            let cut = proxy.drain.cut_signal();
+            relay::relay(
+                &mut client.stream,
+                &mut upstream,
+                cfg.tunnel_idle_timeout,
+                cut,
+            )
+            .await
         }
         Err(e) => {
-            tracing::debug!(request_id = %ctx.request_id, error = %e, "upgraded connection ended with an error")
+            tracing::debug!(request_id = %ctx.request_id, error = %e, "upgraded connection ended before relaying");
+            relay::Relayed {
+                up: 0,
+                down: 0,
+                end: relay::End::Error,
+            }
         }
-    }
+    };
+    open.dec();
+    proxy
+        .metrics
+        .http
+        .upgrades_ended
+        .with_label_values(&[ended.end.label()])
+        .inc();
+    // One line per tunnel at most, and only at debug: a client decides how many there are.
+    tracing::debug!(
+        request_id = %ctx.request_id,
+        bytes_up = ended.up,
+        bytes_down = ended.down,
+        reason = ended.end.label(),
+        "upgraded connection ended"
+    );
     Ok(())
 }
 

@@ -17,6 +17,9 @@ pub struct UpstreamConfig {
     pub read_timeout: Duration,
     /// Longest wait while sending the request to a server. Default 60s.
     pub write_timeout: Duration,
+    /// A WebSocket pass-through tunnel with no bytes either way for this long is closed.
+    /// Default 1h.
+    pub tunnel_idle_timeout: Duration,
     /// Idle connections kept open per process for reuse. Default 128; 0 disables reuse.
     pub keepalive: usize,
     /// How long an idle pooled connection is kept. Default 1s: below gunicorn's own
@@ -56,6 +59,7 @@ pub(crate) struct RawUpstream {
     connect_timeout: Option<String>,
     read_timeout: Option<String>,
     write_timeout: Option<String>,
+    tunnel_idle_timeout: Option<String>,
     keepalive: Option<usize>,
     keepalive_timeout: Option<String>,
     retries: Option<usize>,
@@ -111,6 +115,7 @@ impl RawUpstream {
             connect_timeout: dur(self.connect_timeout, "connect_timeout", 2, errs),
             read_timeout: dur(self.read_timeout, "read_timeout", 60, errs),
             write_timeout: dur(self.write_timeout, "write_timeout", 60, errs),
+            tunnel_idle_timeout: dur(self.tunnel_idle_timeout, "tunnel_idle_timeout", 3600, errs),
             keepalive: self.keepalive.unwrap_or(128),
             keepalive_timeout: values::duration(
                 self.keepalive_timeout.as_deref(),

@@ -3,6 +3,8 @@
 //! them to be ready, and stops them when dropped.
 #![allow(dead_code)]
 
+pub mod fleet;
+pub mod rabbit;
 pub mod ws;
 
 use std::io::{Read, Write};
@@ -408,6 +410,20 @@ impl Channelgate {
             })
             .unwrap_or(0.0)
     }
+}
+
+/// tests/peers/ws_echo_server.py on a fresh port (an app with its own WebSocket server),
+/// once it is listening.
+pub fn echo_server(dir: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let mut cmd = Command::new(venv_bin("python"));
+    cmd.arg(repo().join("tests/peers/ws_echo_server.py"))
+        .args(["--port", &port.to_string()]);
+    let p = Proc::spawn("ws-echo", &mut cmd, dir);
+    wait_for("echo server READY", Duration::from_secs(20), || {
+        p.output().contains("READY")
+    });
+    (p, port)
 }
 
 /// A fresh temporary directory for one test's files.
