@@ -172,9 +172,6 @@ impl Config {
         let ws = crate::ws::config::validate_routes(raw.ws, &root.key("ws"), &mut errs);
         let broker = raw.broker.validate(&root.key("broker"), &mut errs);
         let tls = raw.tls.map(|t| t.validate(&root.key("tls"), &mut errs));
-        if let Some(acme) = tls.as_ref().and_then(|t| t.acme.as_ref()) {
-            crate::tls::acme::validate_files(acme, &root.key("tls").key("acme"), &mut errs);
-        }
         let statics = crate::files::config::validate(raw.statics, &root.key("static"), &mut errs);
         let compression = raw
             .compression

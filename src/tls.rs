@@ -69,6 +69,10 @@ pub fn check_certificates(cfg: &TlsConfig) -> (String, bool) {
         ok &= severity != reload::Severity::Error;
         let _ = writeln!(out, "  - {line}");
     }
+    if let Some(Err(e)) = cfg.acme.as_ref().map(acme::check_directory_ca) {
+        ok = false;
+        let _ = writeln!(out, "error: tls.acme.directory_ca: {e}");
+    }
     (out, ok)
 }
 

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use rustls::sign::CertifiedKey;
 
 use super::{CertStore, Http01Tokens};
-use crate::config::{Errors, KeyPath};
 
 pub use service::AcmeService;
 
@@ -76,6 +75,8 @@ impl Challenges for Listeners {
 pub enum AcmeError {
     #[error("state_dir: {0}")]
     State(#[from] state::StateError),
+    #[error("directory_ca: {0}")]
+    DirectoryCa(String),
     #[error("ACME account: {0}")]
     Account(#[source] instant_acme::Error),
     #[error("ACME order: {0}")]
@@ -91,11 +92,12 @@ pub enum AcmeError {
 }
 
 impl AcmeError {
-    /// The `reason` label: one of state_dir, rate_limited, unreachable, timeout,
+    /// The `reason` label: one of state_dir, directory_ca, rate_limited, unreachable, timeout,
     /// account_unknown, account, order, no_challenge, validation, finalize, certificate.
     pub fn reason(&self) -> &'static str {
         let acme = match self {
             AcmeError::State(_) => return "state_dir",
+            AcmeError::DirectoryCa(_) => return "directory_ca",
             AcmeError::NoChallenge(_) => return "no_challenge",
             AcmeError::Invalid(_) => return "validation",
             AcmeError::Certificate(_) => return "certificate",
@@ -118,21 +120,18 @@ impl AcmeError {
     }
 }
 
-/// The checks of `[tls] acme` that read files (at start and by `channelgate check`):
-/// `directory_ca` must hold a PEM certificate.
-pub fn validate_files(acme: &AcmeConfig, path: &KeyPath, errs: &mut Errors) {
+/// `directory_ca`, when set, must hold a PEM certificate: checked by `channelgate check`
+/// (an error) and before each account set-up (a failure with reason `directory_ca`).
+pub fn check_directory_ca(acme: &AcmeConfig) -> Result<(), String> {
     use rustls::pki_types::pem::PemObject;
     let Some(ca) = &acme.directory_ca else {
-        return;
+        return Ok(());
     };
-    let problem = match std::fs::read(ca) {
-        Err(e) => format!("cannot read {}: {e}", ca.display()),
-        Ok(pem) => match rustls::pki_types::CertificateDer::pem_slice_iter(&pem).next() {
-            Some(Ok(_)) => return,
-            _ => format!("{} holds no PEM certificate", ca.display()),
-        },
-    };
-    errs.add(&path.key("directory_ca"), problem);
+    let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+    match rustls::pki_types::CertificateDer::pem_slice_iter(&pem).next() {
+        Some(Ok(_)) => Ok(()),
+        _ => Err(format!("{} holds no PEM certificate", ca.display())),
+    }
 }
 
 fn problem_is(p: &instant_acme::Problem, kind: &str) -> bool {

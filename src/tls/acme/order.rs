@@ -23,6 +23,7 @@ const POLL: RetryPolicy = RetryPolicy::new()
 
 /// The account stored in state_dir, or a new one (stored at once, 0600).
 pub async fn account(settings: &AcmeConfig, state: &StateDir) -> Result<Account, AcmeError> {
+    super::check_directory_ca(settings).map_err(AcmeError::DirectoryCa)?;
     let builder = || match &settings.directory_ca {
         Some(ca) => Account::builder_with_root(ca),
         None => Account::builder(),
