@@ -24,20 +24,27 @@ struct Cli {
     command: Command,
 }
 
+/// `--config FILE`, shared by the subcommands that read the configuration.
+#[derive(clap::Args)]
+struct ConfigFile {
+    /// The TOML configuration file.
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        default_value = "/etc/channelgate/channelgate.toml"
+    )]
+    config: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve with the given configuration until SIGTERM or SIGINT (which drain in-flight
     /// requests for up to [server] grace_period, then exit 0). SIGQUIT hands the listening
     /// sockets to a new instance started with --upgrade.
     Run {
-        /// The TOML configuration file.
-        #[arg(
-            short,
-            long,
-            value_name = "FILE",
-            default_value = "/etc/channelgate/channelgate.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        file: ConfigFile,
         /// Take the listening sockets over from the running instance (zero-downtime
         /// upgrade): start the new binary with --upgrade, then send SIGQUIT to the old one.
         #[arg(short, long)]
@@ -67,27 +74,16 @@ enum Command {
     /// certificates): sends SIGHUP to the process in [server] pid_file. New handshakes use
     /// the new certificates; open connections continue. A bad file keeps the old certificate.
     Reload {
-        /// The TOML configuration file (for its pid_file).
-        #[arg(
-            short,
-            long,
-            value_name = "FILE",
-            default_value = "/etc/channelgate/channelgate.toml"
-        )]
-        config: PathBuf,
+        /// The configuration, for its pid_file.
+        #[command(flatten)]
+        file: ConfigFile,
     },
     /// Validate a configuration like `nginx -t`: print what was understood and exit 0, or
     /// print every error with its key, line and column and exit 1. TLS certificate files
     /// are read: each must match its key and be unexpired (a warning under 14 days).
     Check {
-        /// The TOML configuration file.
-        #[arg(
-            short,
-            long,
-            value_name = "FILE",
-            default_value = "/etc/channelgate/channelgate.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        file: ConfigFile,
     },
 }
 
@@ -101,7 +97,7 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match load(&config) {
+        Command::Check { file } => match load(&file.config) {
             Ok(c) => {
                 print!("{}", c.summary());
                 let Some(tls) = &c.tls else {
@@ -118,8 +114,8 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Reload { config } => {
-            let c = match load(&config) {
+        Command::Reload { file } => {
+            let c = match load(&file.config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -165,8 +161,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config, upgrade } => {
-            let config = match load(&config) {
+        Command::Run { file, upgrade } => {
+            let config = match load(&file.config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };

@@ -208,12 +208,10 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
         }
     }
     server.add_service(proxy_service);
-    let (reloaded, _) = tokio::sync::watch::channel(0);
     server.add_service(background_service(
         "tls reload",
         crate::tls::reload::ReloadService {
             store: tls.map(|(t, s)| (s, t.certificates.clone())),
-            reloaded,
         },
     ));
 

@@ -23,8 +23,6 @@ pub struct ReloadService {
     /// None when there is no `[tls]` section: SIGHUP is then acknowledged and ignored
     /// (instead of its default action, ending the process).
     pub store: Option<(CertStore, Vec<CertFiles>)>,
-    /// Signalled after each reload (tests and ACME may wait on it).
-    pub reloaded: tokio::sync::watch::Sender<u64>,
 }
 
 impl ReloadService {
@@ -35,7 +33,6 @@ impl ReloadService {
         };
         let reports = store.load_files(files);
         log_reports(&reports, "reloaded");
-        self.reloaded.send_modify(|n| *n += 1);
     }
 }
 
