@@ -140,3 +140,42 @@ fn problem_is(p: &instant_acme::Problem, kind: &str) -> bool {
         .and_then(|t| t.strip_prefix("urn:ietf:params:acme:error:"))
         == Some(kind)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(kind: &str) -> instant_acme::Error {
+        let problem: instant_acme::Problem = serde_json::from_value(serde_json::json!({
+            "type": format!("urn:ietf:params:acme:error:{kind}"),
+            "detail": "from the CA",
+            "status": 400,
+        }))
+        .expect("problem document");
+        instant_acme::Error::Api(problem)
+    }
+
+    #[test]
+    fn reasons_are_a_fixed_set() {
+        assert_eq!(
+            AcmeError::Order(api("rateLimited")).reason(),
+            "rate_limited"
+        );
+        assert_eq!(
+            AcmeError::Order(api("accountDoesNotExist")).reason(),
+            "account_unknown"
+        );
+        assert_eq!(AcmeError::Order(api("malformed")).reason(), "order");
+        assert_eq!(AcmeError::Account(api("malformed")).reason(), "account");
+        assert_eq!(AcmeError::Finalize(api("badCSR")).reason(), "finalize");
+        assert_eq!(
+            AcmeError::Finalize(instant_acme::Error::Timeout(None)).reason(),
+            "timeout"
+        );
+        assert_eq!(AcmeError::Invalid("x".into()).reason(), "validation");
+        assert_eq!(
+            AcmeError::NoChallenge(Challenge::Http01).to_string(),
+            "the CA offers no http-01 challenge"
+        );
+    }
+}
