@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use instant_acme::Account;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use tracing::Instrument;
 
 use super::cert::Issued;
 use super::schedule::{self, LOCK_RETRY, RECHECK_MAX};
@@ -49,16 +50,28 @@ impl BackgroundService for AcmeService {
             account: None,
             failures: 0,
         };
-        tracing::info!(
-            domains = ?self.settings.domains,
-            directory = %self.settings.directory,
-            challenge = self.settings.challenge.as_str(),
-            "acme: started"
+        // Every event of the service carries the certificate's first name.
+        let span = tracing::info_span!(
+            "acme",
+            domain = self
+                .settings
+                .domains
+                .first()
+                .map(String::as_str)
+                .unwrap_or("")
         );
+        span.in_scope(|| {
+            tracing::info!(
+                domains = ?self.settings.domains,
+                directory = %self.settings.directory,
+                challenge = self.settings.challenge.as_str(),
+                "acme: started"
+            )
+        });
         while !*shutdown.borrow() {
             let wait = tokio::select! {
                 _ = shutdown.changed() => return,
-                wait = runner.step() => wait,
+                wait = runner.step().instrument(span.clone()) => wait,
             };
             let next = SystemTime::now() + wait;
             self.metrics.acme.next_renewal.set(unix(next));
