@@ -211,6 +211,9 @@ pub fn render(c: &Config) -> String {
         if c.log.access_log { "on" } else { "off" },
         c.log.format
     ));
+    if let Some(acme) = c.tls.as_ref().and_then(|t| t.acme.as_ref()) {
+        out.push_str(&crate::tls::acme::summary::render(acme));
+    }
     out
 }
 
