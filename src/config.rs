@@ -192,6 +192,7 @@ impl Config {
             .compression
             .validate(&root.key("compression"), &mut errs);
         crate::router::check_overlaps(&ws, &statics, &root, &mut errs);
+        let statics = statics.into_iter().map(|(_, l)| l).collect();
         if let (Some(a), true) = (
             &admin.listen,
             server

@@ -2,6 +2,7 @@
 //! A message becomes a frame once; every member's bounded queue gets a clone of the same
 //! bytes. A full queue is the slow-client policy's decision, counted; nobody waits for it.
 
+pub mod membership;
 pub mod message;
 pub mod queue;
 
@@ -9,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
+pub use membership::{Membership, QueueLimits};
 pub use message::{Event, Outbound};
 pub use queue::{Queue, Recv, Refused};
 
@@ -80,14 +82,14 @@ impl Hub {
         let _ = self.listener.set(l);
     }
 
-    /// A new member with a queue of `capacity` messages; the queue also goes to the
+    /// A new member with a queue bounded by `limits`; the queue also goes to the
     /// connection's task, which reads it and closes it when the connection ends.
-    pub fn member(&self, capacity: usize, slow: SlowClient) -> (Member, Arc<Queue>) {
-        let queue = Arc::new(Queue::new(capacity));
+    pub fn member(&self, limits: QueueLimits) -> (Member, Arc<Queue>) {
+        let queue = Arc::new(Queue::new(limits.messages, limits.bytes));
         let m = Member {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             queue: queue.clone(),
-            slow,
+            slow: limits.slow,
         };
         (m, queue)
     }
@@ -106,8 +108,12 @@ impl Hub {
         self.write().channels.insert(channel.to_string(), m.clone());
     }
 
-    pub fn unregister_channel(&self, channel: &str) {
-        self.write().channels.remove(channel);
+    /// Removes `channel` if member `id` still holds it.
+    pub fn unregister_channel(&self, channel: &str, id: u64) {
+        let mut inner = self.write();
+        if inner.channels.get(channel).is_some_and(|m| m.id == id) {
+            inner.channels.remove(channel);
+        }
     }
 
     pub fn join(&self, group: &str, m: &Member) {
@@ -235,8 +241,13 @@ mod tests {
     #[tokio::test]
     async fn fans_out_once_and_kicks_slow_members() {
         let hub = Hub::new(Arc::new(Metrics::new()));
-        let (a, queue_a) = hub.member(8, SlowClient::Close);
-        let (b, queue_b) = hub.member(1, SlowClient::Close);
+        let limits = |messages| QueueLimits {
+            messages,
+            bytes: 1 << 20,
+            slow: SlowClient::Close,
+        };
+        let (a, queue_a) = hub.member(limits(8));
+        let (b, queue_b) = hub.member(limits(1));
         hub.join("g", &a);
         hub.join("g", &b);
         let ev = Event::text("t", "hi".into());

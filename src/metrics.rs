@@ -46,6 +46,7 @@ pub struct Metrics {
     pub broker: BrokerMetrics,
     pub edge: EdgeMetrics,
     pub tls: std::sync::Arc<crate::tls::TlsMetrics>,
+    pub acme: crate::tls::acme::metrics::AcmeMetrics,
     pub files: FilesMetrics,
     pub compression: CompressionMetrics,
 }
@@ -196,7 +197,7 @@ fn valid<T>(r: prometheus::Result<T>) -> T {
     r.expect("constant metric name, help and labels are well formed")
 }
 
-fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
+pub(crate) fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
     register(reg, valid(IntCounter::new(name, help)))
 }
 
@@ -212,7 +213,7 @@ pub(crate) fn counter_vec(
     )
 }
 
-fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
+pub(crate) fn gauge(reg: &Registry, name: &str, help: &str) -> IntGauge {
     register(reg, valid(IntGauge::new(name, help)))
 }
 
@@ -436,6 +437,7 @@ impl Metrics {
             ),
         };
         let tls = std::sync::Arc::new(crate::tls::TlsMetrics::new(reg));
+        let acme = crate::tls::acme::metrics::AcmeMetrics::new(reg);
         let files = FilesMetrics {
             responses: counter_vec(
                 reg,
@@ -531,6 +533,7 @@ impl Metrics {
             ws,
             hub,
             broker,
+            acme,
             files,
             compression,
         }

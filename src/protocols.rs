@@ -6,22 +6,24 @@
 pub mod awx;
 pub mod bridge;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use pingora::http::RequestHeader;
 
-use crate::hub::Member;
 use crate::ws::{Conn, Endpoint};
 
 /// Per-group decisions cached per connection, at most this many.
 const MAX_CACHED: usize = 4096;
 
-/// Groups a client subscribed to after connecting (AWX), with the authorization answers
-/// seen so far. The session leaves them all when it ends.
+/// Authorize calls one connection has in flight at once.
+pub const AUTHORIZE_CONCURRENCY: usize = 4;
+
+/// The authorization answers a connection has seen so far (AWX). Its subscriptions
+/// themselves live in its [`crate::hub::Membership`], which leaves them on every path.
 #[derive(Default)]
 pub struct Subscriptions {
-    pub dynamic: BTreeSet<String>,
     cache: HashMap<String, bool>,
 }
 
@@ -49,52 +51,47 @@ pub fn glob(pattern: &str, name: &str) -> bool {
 }
 
 impl Subscriptions {
-    /// May this connection join `group`? The auth answer's `subscribe` patterns allow
-    /// without asking; otherwise the route's `authorize` path is asked (once per group);
-    /// with neither configured every group is allowed.
-    pub async fn authorized(&mut self, ep: &Endpoint, conn: &Conn, group: &str) -> bool {
+    /// May this connection join `group`, without asking the app? The auth answer's
+    /// `subscribe` patterns allow; an earlier answer is reused; with neither patterns nor an
+    /// `authorize` path every group is allowed. None: the app must be asked.
+    pub fn decided(&self, conn: &Conn, group: &str) -> Option<bool> {
         if let Some(v) = self.cache.get(group) {
-            return *v;
+            return Some(*v);
         }
         let by_pattern = conn
             .subscribe
             .as_ref()
             .map(|ps| ps.iter().any(|p| glob(p, group)));
-        let allowed = match (by_pattern, &conn.route.authorize) {
-            (Some(true), _) => true,
-            (_, Some(cfg)) => ask(ep, conn, &cfg.path, cfg.timeout, group).await,
-            (Some(false), None) => false,
-            (None, None) => true,
+        match (by_pattern, &conn.route.authorize) {
+            (Some(true), _) => Some(true),
+            (_, Some(_)) => None,
+            (Some(false), None) => Some(false),
+            (None, None) => Some(true),
+        }
+    }
+
+    /// Asks the app about each of `groups` (the route's `authorize` path), at most
+    /// [`AUTHORIZE_CONCURRENCY`] at a time; the answers come back in order and are cached.
+    pub async fn ask_all(&mut self, ep: &Endpoint, conn: &Conn, groups: &[String]) -> Vec<bool> {
+        let Some(cfg) = &conn.route.authorize else {
+            return vec![true; groups.len()];
         };
-        if self.cache.len() < MAX_CACHED {
-            self.cache.insert(group.to_string(), allowed);
+        // The calls as a list first: a closure inside the stream would make this future's
+        // Send-ness depend on a higher-ranked lifetime the compiler cannot prove.
+        let calls: Vec<_> = groups
+            .iter()
+            .map(|g| ask(ep, conn, &cfg.path, cfg.timeout, g))
+            .collect();
+        let answers: Vec<bool> = futures::stream::iter(calls)
+            .buffered(AUTHORIZE_CONCURRENCY)
+            .collect()
+            .await;
+        for (g, allowed) in groups.iter().zip(&answers) {
+            if self.cache.len() < MAX_CACHED {
+                self.cache.insert(g.clone(), *allowed);
+            }
         }
-        allowed
-    }
-
-    /// Makes `wanted` the subscription set; returns (left, joined).
-    pub fn replace(
-        &mut self,
-        ep: &Endpoint,
-        member: &Member,
-        wanted: BTreeSet<String>,
-    ) -> (Vec<String>, Vec<String>) {
-        let left: Vec<String> = self.dynamic.difference(&wanted).cloned().collect();
-        let joined: Vec<String> = wanted.difference(&self.dynamic).cloned().collect();
-        for g in &left {
-            ep.hub.leave(g, member.id);
-        }
-        for g in &joined {
-            ep.hub.join(g, member);
-        }
-        self.dynamic = wanted;
-        (left, joined)
-    }
-
-    pub fn leave_all(&mut self, ep: &Endpoint, member: &Member) {
-        for g in std::mem::take(&mut self.dynamic) {
-            ep.hub.leave(&g, member.id);
-        }
+        answers
     }
 }
 
@@ -132,14 +129,24 @@ async fn ask(
             return false;
         }
     };
+    let count = |outcome: &str| {
+        ep.metrics
+            .ws
+            .inbound
+            .with_label_values(&["authorize", outcome])
+            .inc()
+    };
     match outcome {
-        Ok(a) => (200..300).contains(&a.status),
+        Ok(a) if (200..300).contains(&a.status) => {
+            count("allowed");
+            true
+        }
+        Ok(_) => {
+            count("denied");
+            false
+        }
         Err(e) => {
-            ep.metrics
-                .ws
-                .inbound
-                .with_label_values(&["authorize", "error"])
-                .inc();
+            count("error");
             crate::client_warn!("authorize_failed", channel = %conn.channel, group, error = %e, "authorize request failed; denying");
             false
         }

@@ -117,12 +117,18 @@ impl Router {
 
 /// Config-time checks that no path is claimed by two decisions: a `[[static]]` prefix may
 /// not overlap another one or a `[[ws]]` route. Errors name the later key.
-pub fn check_overlaps(ws: &[RouteConfig], statics: &[Location], root: &KeyPath, errs: &mut Errors) {
-    for (i, s) in statics.iter().enumerate() {
-        let key = root.key("static").index(i).key("prefix");
-        if let Some(o) = statics[..i]
+/// `statics` are the valid locations with their index in the file.
+pub fn check_overlaps(
+    ws: &[RouteConfig],
+    statics: &[(usize, Location)],
+    root: &KeyPath,
+    errs: &mut Errors,
+) {
+    for (n, (i, s)) in statics.iter().enumerate() {
+        let key = root.key("static").index(*i).key("prefix");
+        if let Some((_, o)) = statics[..n]
             .iter()
-            .find(|o| o.prefix.starts_with(&s.prefix) || s.prefix.starts_with(&o.prefix))
+            .find(|(_, o)| o.prefix.starts_with(&s.prefix) || s.prefix.starts_with(&o.prefix))
         {
             errs.add(
                 &key,

@@ -231,6 +231,21 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
     }
     if let Some((t, store)) = &tls {
         add_tls_listeners(&mut proxy_service, t, store, config.server.read_buffer)?;
+        if let Some(acme) = &t.acme {
+            // In the background: the listeners start without waiting for a certificate.
+            let listeners = crate::tls::acme::Listeners {
+                store: store.clone(),
+                tokens: http01.clone(),
+            };
+            server.add_service(background_service(
+                "acme",
+                crate::tls::acme::AcmeService::new(
+                    acme.clone(),
+                    Arc::new(listeners),
+                    metrics.clone(),
+                ),
+            ));
+        }
     }
     server.add_service(proxy_service);
     server.add_service(background_service(

@@ -2,10 +2,12 @@
 //! SNI certificate store that rustls asks on every handshake ([`store`]), the listeners'
 //! settings and the ACME tls-alpn-01 answer ([`listener`]), reload on SIGHUP ([`reload`]),
 //! what HTTPS changes for requests: http-01 tokens, redirect, HSTS ([`http01`], [`edge`]),
-//! and the TLS figures ([`metrics`], [`handshake_log`]).
+//! the TLS figures ([`metrics`], [`handshake_log`]), and the ACME client that obtains and
+//! renews certificates ([`acme`]).
 //!
 //! The proxy learns only "this listener is TLS" (from the session's TLS digest).
 
+pub mod acme;
 pub mod certs;
 pub mod config;
 pub mod edge;
@@ -66,6 +68,10 @@ pub fn check_certificates(cfg: &TlsConfig) -> (String, bool) {
         let (line, severity) = reload::check_line(f, &result);
         ok &= severity != reload::Severity::Error;
         let _ = writeln!(out, "  - {line}");
+    }
+    if let Some(Err(e)) = cfg.acme.as_ref().map(acme::check_directory_ca) {
+        ok = false;
+        let _ = writeln!(out, "error: tls.acme.directory_ca: {e}");
     }
     (out, ok)
 }

@@ -3,9 +3,11 @@
 //! from Pingora and served by its own task ([`session`]) until it closes.
 
 pub mod auth;
+mod calls;
 pub mod config;
 pub mod handshake;
 mod inbound;
+pub mod ratelimit;
 pub mod route;
 pub(crate) mod session;
 
@@ -24,10 +26,20 @@ use handshake::Refusal;
 use route::Vars;
 
 use crate::broker::{new_channel_name, Broker};
-use crate::hub::Hub;
+use crate::hub::{Hub, Membership, QueueLimits};
 use crate::metrics::Metrics;
 use crate::shutdown::Drain;
 use crate::upstream::Upstreams;
+
+/// Most bytes a connection's write buffer may hold besides one frame's payload: the write
+/// batch (1460), a pong (127) and frame headers.
+const WRITE_BUFFER_SLACK: usize = 1460 + 127 + 14 * 2;
+
+/// The largest payload a connection may be sent: a broker message (16 MiB), or an echo of
+/// the largest message the route accepts.
+fn largest_frame(route: &RouteConfig) -> usize {
+    (crate::publish::MAX_BODY * 16).max(route.max_message)
+}
 
 /// Everything a WebSocket connection needs, shared by all of them.
 pub struct Endpoint {
@@ -232,12 +244,21 @@ impl Endpoint {
         };
         // Join before the 101 reaches the client: a message published once the client is
         // connected must find it in its groups (it waits in the member's queue until the
-        // session task runs).
-        let membership = session::Membership::join(&self.hub, &conn);
+        // session task runs). A guard: a failed or dropped takeover leaves again.
+        let limits = QueueLimits {
+            messages: route.send_queue,
+            bytes: route.send_queue_bytes,
+            slow: route.slow_client,
+        };
+        let membership = Arc::new(Membership::join(
+            &self.hub,
+            &conn.channel,
+            &conn.groups,
+            limits,
+        ));
         let detached = match crate::proxy::takeover::detach(session, resp).await {
             Ok(d) => d,
             Err(e) => {
-                membership.leave(&self.hub, &conn);
                 return Err(Refusal::new(
                     500,
                     format!("cannot take the connection over: {e}"),
@@ -259,6 +280,10 @@ impl Endpoint {
             // flushed at its end). The buffer is allocated at the first message, so a
             // connection that was never sent anything holds none.
             .write_buffer_size(1460)
+            // The loop writes a frame only once the last one is flushed and reads nothing
+            // while a pong waits, so this holds one frame and one pong; the bound is the
+            // largest frame channelgate sends (a broker message) and a pong.
+            .max_write_buffer_size(largest_frame(&route) + WRITE_BUFFER_SLACK)
             .max_message_size(Some(route.max_message))
             .max_frame_size(Some(route.max_message));
         let stream = if self.unbuffer_streams {
@@ -277,7 +302,7 @@ impl Endpoint {
         let ep = self.clone();
         // Reachable by shutdown: the session watches `shutdown` and closes with 1001, and
         // the drain waits for it through `guard`.
-        tokio::spawn(session::run(ep, conn, ws, membership, guard));
+        tokio::spawn(session::run(ep, Arc::new(conn), ws, membership, guard));
         Ok(())
     }
 }

@@ -527,3 +527,42 @@ fn compressed_streams_arrive_incrementally() {
         );
     }
 }
+
+#[test]
+fn check_refuses_bad_static_locations() {
+    let dir = tempdir();
+    let root = dir.path().join("static");
+    std::fs::create_dir(&root).unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[upstream]\nservers = [\"127.0.0.1:1\"]\n[[ws]]\npath = \"/ws/{{room}}/\"\n\
+             [[static]]\nprefix = \"/static/\"\nroot = \"{root}\"\nprecompressed = [\"lzma\"]\n\
+             [[static]]\nprefix = \"/static/img/\"\nroot = \"{root}/missing\"\n\
+             [[static]]\nprefix = \"/ws/\"\nroot = \"{root}\"\nfallback = \"app\"\nfollow_symlink = true\n\
+             [compression]\nlevel = 12\n",
+            root = root.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_channelgate"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "static[0].precompressed[0]",
+        "static[1].root",
+        "static[1].prefix: /static/img/ overlaps the [[static]] prefix /static/",
+        "static[2].prefix: /ws/ overlaps the [[ws]] route",
+        "static[2].fallback",
+        "static[2].follow_symlink: unknown key; did you mean `follow_symlinks`?",
+        "compression.level",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}

@@ -12,48 +12,15 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    _app: Gunicorn,
-    cg: Channelgate,
-}
-
 /// gunicorn (told channelgate's admin URL) and channelgate with `routes`.
-fn setup(routes: &str) -> Setup {
-    let dir = tempdir();
-    let ports = (free_port(), free_port());
-    let admin = format!("http://127.0.0.1:{}", ports.1);
-    let app = Gunicorn::start_with_env(
-        dir.path(),
-        "app",
-        Bind::Tcp(free_port()),
-        &[("CHANNELGATE_ADMIN", admin)],
-    );
-    let body = format!(
-        "[upstream]\nservers = [\"{}\"]\n\n{routes}",
-        app.bind.config_addr()
-    );
-    let cg = Channelgate::start_on(dir.path(), ports, "", &body);
-    Setup {
-        _dir: dir,
-        _app: app,
-        cg,
-    }
+fn setup(routes: &str) -> WithApp {
+    with_app("", routes)
 }
 
 fn publish(cg: &Channelgate, group: &str, body: &str, content_type: &str) -> (u16, Value) {
-    let r = client()
-        .post(format!(
-            "http://127.0.0.1:{}/publish/{group}",
-            cg.admin_port
-        ))
-        .header("content-type", content_type)
-        .body(body.to_string())
-        .send()
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().unwrap_or(Value::Null))
+    publish_with(&client(), cg, group, body, content_type)
 }
+
 #[test]
 fn catmaid_updates_reach_the_logged_in_user_and_anonymous_is_refused() {
     let s = setup("[[ws]]\npath = \"/channels/updates/\"\ngroups = [\"updates-{user}\"]\nauth = { path = \"/ws-auth/\" }\n");
@@ -71,7 +38,7 @@ fn catmaid_updates_reach_the_logged_in_user_and_anonymous_is_refused() {
             "--timeout",
             "20",
         ]);
-    let client_proc = Proc::spawn("ws-client-alice", &mut cmd, s._dir.path());
+    let client_proc = Proc::spawn("ws-client-alice", &mut cmd, s.dir.path());
     wait_for("alice connected", Duration::from_secs(10), || {
         s.cg.metric("channelgate_ws_connections{route=\"/channels/updates/\"}") == 1.0
     });

@@ -170,14 +170,22 @@ pub fn render(c: &Config) -> String {
             "      auth {auth}; inbound {inbound}; origins {origins}"
         ));
         line(format!(
-            "      max message {} bytes, ping {}, send queue {} ({:?} when full)",
+            "      max message {} bytes, ping {}, send queue {} messages / {} bytes ({:?} when full)",
             r.max_message,
             r.ping_interval
                 .map(show_duration)
                 .map(|d| d.to_string())
                 .unwrap_or_else(|| "off".into()),
             r.send_queue,
+            r.send_queue_bytes,
             r.slow_client
+        ));
+        line(format!(
+            "      inbound rate {} burst {} ({:?} when over), send timeout {}",
+            r.inbound_rate,
+            r.inbound_burst,
+            r.inbound_limit,
+            show_duration(r.send_timeout)
         ));
     }
     if c.statics.is_empty() {
@@ -253,6 +261,9 @@ pub fn render(c: &Config) -> String {
         if c.log.access_log { "on" } else { "off" },
         c.log.format
     ));
+    if let Some(acme) = c.tls.as_ref().and_then(|t| t.acme.as_ref()) {
+        out.push_str(&crate::tls::acme::summary::render(acme));
+    }
     out
 }
 

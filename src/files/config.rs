@@ -90,10 +90,15 @@ pub(crate) struct RawStatic {
 }
 
 /// Validates every `[[static]]` entry; the roots must exist and be readable directories.
-pub(crate) fn validate(raw: Vec<RawStatic>, path: &KeyPath, errs: &mut Errors) -> Vec<Location> {
+/// Each location comes with its index in the file, for errors found later (overlaps).
+pub(crate) fn validate(
+    raw: Vec<RawStatic>,
+    path: &KeyPath,
+    errs: &mut Errors,
+) -> Vec<(usize, Location)> {
     raw.into_iter()
         .enumerate()
-        .filter_map(|(i, r)| r.validate(&path.index(i), errs))
+        .filter_map(|(i, r)| r.validate(&path.index(i), errs).map(|l| (i, l)))
         .collect()
 }
 
@@ -121,7 +126,9 @@ impl RawStatic {
                 Ok(p) => Some(p),
                 Err(e) => {
                     errs.add(&path.key("root"), e);
-                    None
+                    // Kept (the configuration is refused anyway) so that the prefix is
+                    // still checked for overlaps.
+                    Some(PathBuf::from(r))
                 }
             },
         };

@@ -1,5 +1,6 @@
-//! A member's outbound queue: bounded, filled by the hub without waiting, emptied by the
-//! connection's task. It also carries the kick (close now, ahead of what is queued).
+//! A member's outbound queue: bounded in messages and in bytes, filled by the hub without
+//! waiting, emptied by the connection's task. It also carries the kick (close now, ahead of
+//! what is queued).
 //!
 //! Built for many idle connections: an empty queue owns no buffer (tokio's bounded mpsc
 //! allocates a 32-slot block up front, ~2 KiB per connection), and a queue that grew in a
@@ -19,11 +20,14 @@ pub struct Queue {
     state: Mutex<State>,
     notify: Notify,
     capacity: usize,
+    max_bytes: usize,
 }
 
 #[derive(Default)]
 struct State {
     items: VecDeque<Outbound>,
+    /// The payload bytes of `items`.
+    bytes: usize,
     /// The close code the connection was kicked with; 0 when not kicked.
     kick: u16,
     /// The connection is gone: offers are refused.
@@ -33,10 +37,21 @@ struct State {
 impl State {
     fn pop(&mut self) -> Option<Outbound> {
         let item = self.items.pop_front();
+        if let Some(i) = &item {
+            self.bytes -= weight(i);
+        }
         if self.items.is_empty() && self.items.capacity() > KEEP_SLOTS {
             self.items = VecDeque::new();
         }
         item
+    }
+}
+
+/// The bytes a queued item holds: the frame's payload, or the close reason.
+fn weight(out: &Outbound) -> usize {
+    match out {
+        Outbound::Frame(m) => m.len(),
+        Outbound::Close(_, reason) => reason.len(),
     }
 }
 
@@ -56,12 +71,15 @@ pub enum Recv {
 }
 
 impl Queue {
-    /// A queue that holds up to `capacity` messages (at least one).
-    pub fn new(capacity: usize) -> Queue {
+    /// A queue that holds up to `capacity` messages (at least one) and `max_bytes` of
+    /// payload. An empty queue takes one message of any size, so a message larger than the
+    /// whole byte bound still reaches a client that keeps up.
+    pub fn new(capacity: usize, max_bytes: usize) -> Queue {
         Queue {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
             capacity: capacity.max(1),
+            max_bytes,
         }
     }
 
@@ -78,9 +96,13 @@ impl Queue {
             if s.closed {
                 return Err(Refused::Closed);
             }
-            if s.items.len() >= self.capacity {
+            let w = weight(&out);
+            if s.items.len() >= self.capacity
+                || (!s.items.is_empty() && s.bytes + w > self.max_bytes)
+            {
                 return Err(Refused::Full);
             }
+            s.bytes += w;
             s.items.push_back(out);
         }
         self.notify.notify_one();
@@ -132,6 +154,12 @@ impl Queue {
         let mut s = self.lock();
         s.closed = true;
         s.items = VecDeque::new();
+        s.bytes = 0;
+    }
+
+    /// Payload bytes queued now.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     /// Messages queued now.
@@ -157,7 +185,7 @@ mod tests {
 
     #[test]
     fn bounded_and_closable() {
-        let q = Queue::new(2);
+        let q = Queue::new(2, usize::MAX);
         assert_eq!(q.offer(text("a")), Ok(()));
         assert_eq!(q.offer(text("b")), Ok(()));
         assert_eq!(q.offer(text("c")), Err(Refused::Full));
@@ -170,8 +198,36 @@ mod tests {
     }
 
     #[test]
+    fn bounded_in_bytes_too() {
+        let q = Queue::new(100, 10);
+        let big = Outbound::Frame(Message::Text("x".repeat(25).into()));
+        // An empty queue takes one message of any size...
+        assert_eq!(q.offer(big.clone()), Ok(()));
+        // ...but nothing more until it drains.
+        assert_eq!(q.offer(text("a")), Err(Refused::Full));
+        assert_eq!(q.bytes(), 25);
+        assert_eq!(q.try_recv(), Some(big));
+        assert_eq!(q.bytes(), 0);
+        for s in ["0123", "4567", "89"] {
+            assert_eq!(q.offer(text(s)), Ok(()));
+        }
+        assert_eq!(q.bytes(), 10);
+        assert_eq!(q.offer(text("z")), Err(Refused::Full), "11 bytes > 10");
+        assert_eq!(q.try_recv(), Some(text("0123")));
+        assert_eq!(q.offer(text("z")), Ok(()));
+        assert_eq!(q.bytes(), 7);
+        // Ten 1 MiB messages to a client that never reads: only one is held at 1 MiB.
+        let q = Queue::new(256, 1 << 20);
+        let mib = Outbound::Frame(Message::Binary(vec![0u8; 1 << 20].into()));
+        let taken = (0..10).filter(|_| q.offer(mib.clone()).is_ok()).count();
+        assert_eq!(taken, 1);
+        q.close();
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
     fn a_drained_queue_gives_its_buffer_back() {
-        let q = Queue::new(1000);
+        let q = Queue::new(1000, usize::MAX);
         for i in 0..100 {
             q.offer(text(&i.to_string())).unwrap();
         }
@@ -189,7 +245,7 @@ mod tests {
 
     #[tokio::test]
     async fn kick_overtakes_a_full_queue() {
-        let q = Queue::new(1);
+        let q = Queue::new(1, usize::MAX);
         q.offer(text("a")).unwrap();
         q.kick(1013);
         q.kick(1001); // the first kick wins
@@ -199,7 +255,7 @@ mod tests {
 
     #[tokio::test]
     async fn wakes_a_waiting_receiver_and_loses_nothing() {
-        let q = Arc::new(Queue::new(10_000));
+        let q = Arc::new(Queue::new(10_000, usize::MAX));
         let producer = {
             let q = q.clone();
             tokio::spawn(async move {

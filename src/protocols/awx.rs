@@ -4,13 +4,13 @@
 //! which REPLACES its subscriptions (list entry `v` of key `k` is group `k-v`), and gets
 //! `{"groups_current", "groups_left", "groups_joined"}` back. Refusals use AWX's words.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::Subscriptions;
-use crate::hub::{check_group_name, Member};
+use crate::hub::{check_group_name, Membership, Outbound};
 use crate::ws::session::{send, Ws};
 use crate::ws::{Conn, Endpoint};
 
@@ -63,25 +63,27 @@ fn count(ep: &Endpoint, outcome: &str) {
         .inc();
 }
 
-/// One client message.
+/// Sends `v` to the client through its queue.
+fn reply(membership: &Membership, v: Value) {
+    membership.send(Outbound::Frame(Message::Text(v.to_string().into())));
+}
+
+/// One client message, beside the connection's loop ([`crate::ws::calls`]). `max_groups`
+/// is checked before the app is asked anything, so one frame costs the app at most
+/// `max_groups` authorize calls, [`super::AUTHORIZE_CONCURRENCY`] at a time.
 pub async fn handle(
     ep: &Endpoint,
     conn: &Conn,
-    ws: &mut Ws,
-    member: &Member,
+    membership: &Membership,
     subs: &mut Subscriptions,
     msg: Message,
-) -> Result<(), &'static str> {
+) {
     let Message::Text(text) = msg else {
-        count(ep, "ignored");
-        return Ok(());
+        return count(ep, "ignored");
     };
     let data: Value = match serde_json::from_str(&text) {
         Ok(Value::Object(o)) => Value::Object(o),
-        _ => {
-            count(ep, "ignored");
-            return Ok(());
-        }
+        _ => return count(ep, "ignored"),
     };
     let xrf_ok = match (
         data.get("xrftoken").and_then(Value::as_str),
@@ -92,51 +94,68 @@ pub async fn handle(
     };
     if !xrf_ok {
         count(ep, "xrf_mismatch");
-        return send_json(ep, conn, ws, json!({"error": DENIED})).await;
+        return reply(membership, json!({"error": DENIED}));
     }
     let Some(groups) = data.get("groups") else {
-        count(ep, "ok");
-        return Ok(());
+        return count(ep, "ok");
     };
     let Some(groups) = groups.as_object() else {
         count(ep, "bad_request");
-        return send_json(ep, conn, ws, json!({"error": DENIED})).await;
+        return reply(membership, json!({"error": DENIED}));
     };
     if groups.values().any(|v| !v.is_array()) {
         // AWX refuses the whole message when a value is not a list.
         count(ep, "bad_request");
-        return send_json(ep, conn, ws, json!({"error": DENIED})).await;
+        return reply(membership, json!({"error": DENIED}));
     }
-    let mut wanted = BTreeSet::new();
+    // Every (key, id) the client names, each group once; more than `max_groups` is
+    // refused before anything else is done.
+    let limit = conn.route.max_groups;
+    let mut asked: Vec<(&String, &Value, String)> = Vec::new();
+    let mut seen = BTreeSet::new();
     for (key, oids) in groups {
         for oid in oids.as_array().into_iter().flatten() {
             let name = group_name(key, oid);
-            let allowed = check_group_name(&name).is_ok() && subs.authorized(ep, conn, &name).await;
-            if allowed {
-                wanted.insert(name);
-            } else {
-                count(ep, "denied");
-                let error = format!("{DENIED} {key} for resource id {}", oid_text(oid));
-                send_json(ep, conn, ws, json!({ "error": error })).await?;
+            if seen.insert(name.clone()) {
+                if seen.len() > limit {
+                    count(ep, "too_many_groups");
+                    let error = format!("{DENIED}: at most {limit} groups per connection");
+                    return reply(membership, json!({ "error": error }));
+                }
+                asked.push((key, oid, name));
             }
         }
     }
-    let limit = conn.route.max_groups;
-    if wanted.len() > limit {
-        count(ep, "too_many_groups");
-        let error = format!("{DENIED}: at most {limit} groups per connection");
-        return send_json(ep, conn, ws, json!({ "error": error })).await;
+    let valid = |name: &str| check_group_name(name).is_ok();
+    let unknown: Vec<String> = asked
+        .iter()
+        .filter(|(_, _, n)| valid(n) && subs.decided(conn, n).is_none())
+        .map(|(_, _, n)| n.clone())
+        .collect();
+    let answers = subs.ask_all(ep, conn, &unknown).await;
+    let answers: HashMap<String, bool> = unknown.into_iter().zip(answers).collect();
+    let mut wanted = BTreeSet::new();
+    for (key, oid, name) in asked {
+        let allowed = valid(&name)
+            && subs
+                .decided(conn, &name)
+                // Asked just now (and not cached when the cache is full).
+                .or_else(|| answers.get(&name).copied())
+                .unwrap_or(false);
+        if allowed {
+            wanted.insert(name);
+        } else {
+            count(ep, "denied");
+            let error = format!("{DENIED} {key} for resource id {}", oid_text(oid));
+            reply(membership, json!({ "error": error }));
+        }
     }
-    let (left, joined) = subs.replace(ep, member, wanted);
+    let (left, joined) = membership.replace(wanted);
     count(ep, "ok");
-    let current: Vec<&String> = subs.dynamic.iter().collect();
-    send_json(
-        ep,
-        conn,
-        ws,
-        json!({"groups_current": current, "groups_left": left, "groups_joined": joined}),
-    )
-    .await
+    reply(
+        membership,
+        json!({"groups_current": membership.subscribed(), "groups_left": left, "groups_joined": joined}),
+    );
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::ratelimit::Rate;
 use super::route::{GroupTemplate, PathTemplate};
 use crate::config::values;
 use crate::config::{Errors, KeyPath};
@@ -27,7 +28,15 @@ pub struct RouteConfig {
     pub ping_interval: Option<Duration>,
     /// Messages queued per connection before the slow-client policy applies. Default 256.
     pub send_queue: usize,
+    /// Payload bytes queued per connection before the slow-client policy applies. Default 1 MiB.
+    pub send_queue_bytes: usize,
     pub slow_client: SlowClient,
+    /// Messages (text, binary) a client may send, sustained. Default 20/s.
+    pub inbound_rate: Rate,
+    /// Messages a client may send at once above the rate. Default 40.
+    pub inbound_burst: u32,
+    /// What a client over its rate gets. Default: closed with 1008.
+    pub inbound_limit: InboundLimit,
     /// Longest a single write to the client may take before the connection is dropped. Default 10s.
     pub send_timeout: Duration,
     /// Close a connection that sent nothing (pongs included) for this long. Default: off.
@@ -95,6 +104,14 @@ pub enum Inbound {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InboundLimit {
+    /// Close the connection with 1008 "rate limit". The default.
+    Close,
+    /// Drop the message (counted) and keep the connection.
+    Drop,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlowClient {
     /// Close the connection with 1013 (try again later). The default.
     Close,
@@ -114,7 +131,11 @@ pub(crate) struct RawRoute {
     max_message: Option<RawSize>,
     ping_interval: Option<String>,
     send_queue: Option<usize>,
+    send_queue_bytes: Option<RawSize>,
     slow_client: Option<String>,
+    inbound_rate: Option<String>,
+    inbound_burst: Option<u32>,
+    inbound_limit: Option<String>,
     send_timeout: Option<String>,
     idle_timeout: Option<String>,
     max_lifetime: Option<String>,
@@ -187,6 +208,33 @@ pub fn parse_size(raw: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("`{raw}` is too large"))
+}
+
+/// A `"close"` (the default) or `"drop"` policy key: whether it says drop.
+fn drops(raw: Option<String>, close_code: u16, path: &KeyPath, errs: &mut Errors) -> bool {
+    match raw.as_deref() {
+        None | Some("close") => false,
+        Some("drop") => true,
+        Some(o) => {
+            errs.add(
+                path,
+                format!("`{o}` is not a policy; use \"close\" ({close_code}) or \"drop\""),
+            );
+            false
+        }
+    }
+}
+
+/// A size key: a number of bytes or a text like "64KiB"; 0 (with an error) when bad.
+fn size(raw: Option<RawSize>, default: u64, path: &KeyPath, errs: &mut Errors) -> u64 {
+    match raw {
+        None => default,
+        Some(RawSize::Bytes(n)) => n,
+        Some(RawSize::Text(t)) => parse_size(&t).unwrap_or_else(|e| {
+            errs.add(path, e);
+            0
+        }),
+    }
 }
 
 fn optional_duration(
@@ -385,14 +433,7 @@ impl RawRoute {
                 "{user} needs an auth = { path = ... } on this route to know the user",
             );
         }
-        let max_message = match self.max_message {
-            None => 64 * 1024,
-            Some(RawSize::Bytes(n)) => n,
-            Some(RawSize::Text(t)) => parse_size(&t).unwrap_or_else(|e| {
-                errs.add(&path.key("max_message"), e);
-                0
-            }),
-        };
+        let max_message = size(self.max_message, 64 * 1024, &path.key("max_message"), errs);
         if max_message == 0 || max_message > 64 * 1024 * 1024 {
             errs.add(&path.key("max_message"), "must be between 1 byte and 64MiB");
         }
@@ -416,16 +457,48 @@ impl RawRoute {
             }
             n => n.unwrap_or(256),
         };
-        let slow_client = match self.slow_client.as_deref() {
-            None | Some("close") => SlowClient::Close,
-            Some("drop") => SlowClient::Drop,
-            Some(o) => {
-                errs.add(
-                    &path.key("slow_client"),
-                    format!("`{o}` is not a policy; use \"close\" or \"drop\""),
-                );
-                SlowClient::Close
+        let send_queue_bytes = size(
+            self.send_queue_bytes,
+            1024 * 1024,
+            &path.key("send_queue_bytes"),
+            errs,
+        );
+        if send_queue_bytes == 0 || send_queue_bytes > 1024 * 1024 * 1024 {
+            errs.add(
+                &path.key("send_queue_bytes"),
+                "must be between 1 byte and 1GiB",
+            );
+        }
+        let inbound_rate = match self.inbound_rate.as_deref().map(Rate::parse) {
+            None => Rate {
+                count: 20,
+                per: Duration::from_secs(1),
+            },
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                errs.add(&path.key("inbound_rate"), e);
+                Rate {
+                    count: 1,
+                    per: Duration::from_secs(1),
+                }
             }
+        };
+        let inbound_burst = match self.inbound_burst {
+            Some(0) => {
+                errs.add(&path.key("inbound_burst"), "must be at least 1");
+                1
+            }
+            n => n.unwrap_or(40),
+        };
+        let inbound_limit = if drops(self.inbound_limit, 1008, &path.key("inbound_limit"), errs) {
+            InboundLimit::Drop
+        } else {
+            InboundLimit::Close
+        };
+        let slow_client = if drops(self.slow_client, 1013, &path.key("slow_client"), errs) {
+            SlowClient::Drop
+        } else {
+            SlowClient::Close
         };
         Some(RouteConfig {
             path: tpl,
@@ -441,7 +514,11 @@ impl RawRoute {
                 errs,
             ),
             send_queue,
+            send_queue_bytes: send_queue_bytes as usize,
             slow_client,
+            inbound_rate,
+            inbound_burst,
+            inbound_limit,
             send_timeout: values::duration(
                 self.send_timeout.as_deref(),
                 Duration::from_secs(10),
@@ -503,6 +580,38 @@ pub(crate) fn validate_routes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn route(extra: &str) -> Result<RouteConfig, String> {
+        let text =
+            format!("[upstream]\nservers=[\"127.0.0.1:1\"]\n[[ws]]\npath=\"/ws/\"\n{extra}\n");
+        crate::config::Config::parse(&text, std::path::Path::new("t"))
+            .map(|mut c| c.ws.remove(0))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn per_connection_bounds_have_defaults_and_are_checked() {
+        let r = route("").unwrap();
+        assert_eq!(r.send_queue_bytes, 1 << 20);
+        assert_eq!(r.inbound_rate.to_string(), "20/s");
+        assert_eq!(r.inbound_burst, 40);
+        assert_eq!(r.inbound_limit, InboundLimit::Close);
+        let r = route("send_queue_bytes = \"256KiB\"\ninbound_rate = \"5/m\"\ninbound_burst = 2\ninbound_limit = \"drop\"").unwrap();
+        assert_eq!(r.send_queue_bytes, 256 * 1024);
+        assert_eq!(r.inbound_rate.to_string(), "5/m");
+        assert_eq!((r.inbound_burst, r.inbound_limit), (2, InboundLimit::Drop));
+        for (bad, key) in [
+            ("send_queue_bytes = 0", "send_queue_bytes"),
+            ("send_queue_bytes = \"lots\"", "send_queue_bytes"),
+            ("inbound_rate = \"20\"", "inbound_rate"),
+            ("inbound_rate = \"0/s\"", "inbound_rate"),
+            ("inbound_burst = 0", "inbound_burst"),
+            ("inbound_limit = \"ignore\"", "inbound_limit"),
+        ] {
+            let e = route(bad).unwrap_err();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn sizes() {

@@ -1,45 +1,70 @@
 //! What happens to a frame a client sends, per the route's `inbound` mode: dropped
 //! (counted), echoed, published to a group, or POSTed to the app (whose answer goes back to
-//! the sender). Failures are counted and logged; they never end the connection.
+//! the sender). The last two run beside the connection's loop ([`super::calls`]).
+//! Failures are counted and logged; they never end the connection.
 
 use bytes::Bytes;
 use pingora::http::RequestHeader;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::config::Inbound;
-use super::session::{send, Ws};
 use super::{Conn, Endpoint};
-use crate::hub::Event;
+use crate::hub::{Event, Membership, Outbound};
 
-/// Handles one text or binary message; `Err` only when writing to the client failed.
-pub(super) async fn handle(
+/// The `mode` label of `channelgate_ws_inbound_total` for a route's inbound handling.
+pub(super) fn mode(inbound: &Inbound) -> &'static str {
+    match inbound {
+        Inbound::Drop => "drop",
+        Inbound::Echo => "echo",
+        Inbound::Group { .. } => "group",
+        Inbound::Http { .. } => "http",
+    }
+}
+
+fn count(ep: &Endpoint, mode: &str, outcome: &str) {
+    ep.metrics
+        .ws
+        .inbound
+        .with_label_values(&[mode, outcome])
+        .inc()
+}
+
+/// Handles a message that needs no call (`drop`, `echo`) at once; gives back the ones
+/// that do, for [`call`] beside the loop.
+pub(super) fn at_once(
     ep: &Endpoint,
     conn: &Conn,
-    ws: &mut Ws,
+    membership: &Membership,
     msg: Message,
-) -> Result<(), &'static str> {
-    let route = &conn.route;
-    let count = |mode: &str, outcome: &str| {
-        ep.metrics
-            .ws
-            .inbound
-            .with_label_values(&[mode, outcome])
-            .inc()
-    };
-    match &route.inbound {
-        Inbound::Drop => count("drop", "dropped"),
+) -> Option<Message> {
+    match &conn.route.inbound {
+        Inbound::Drop => count(ep, "drop", "dropped"),
+        // Through the connection's queue, under its bounds: a client that sends without
+        // reading fills it and meets the slow-client policy.
         Inbound::Echo => {
-            send(ep, ws, msg, route.send_timeout).await?;
-            count("echo", "ok");
+            membership.send(Outbound::Frame(msg));
+            count(ep, "echo", "ok");
         }
+        Inbound::Group { .. } | Inbound::Http { .. } => return Some(msg),
+    }
+    None
+}
+
+/// Publishes a message to the route's group or POSTs it to the app (a non-empty answer
+/// goes back to the sender through its queue). Failures are counted and logged.
+pub(super) async fn call(ep: &Endpoint, conn: &Conn, membership: &Membership, msg: Message) {
+    let route = &conn.route;
+    let count = |mode: &str, outcome: &str| count(ep, mode, outcome);
+    match &route.inbound {
+        Inbound::Drop | Inbound::Echo => {}
         Inbound::Group { event_type, .. } => {
             let Some(group) = &conn.inbound_group else {
-                return Ok(());
+                return;
             };
             let mut event = match msg {
                 Message::Text(t) => Event::text(event_type, t.to_string()),
                 Message::Binary(b) => Event::binary(event_type, b),
-                _ => return Ok(()),
+                _ => return,
             };
             event
                 .fields
@@ -71,14 +96,14 @@ pub(super) async fn handle(
             let (body, content_type) = match msg {
                 Message::Text(t) => (Bytes::from(t), "text/plain; charset=utf-8"),
                 Message::Binary(b) => (b, "application/octet-stream"),
-                _ => return Ok(()),
+                _ => return,
             };
             let req = match http_request(conn, path, content_type, body.len()) {
                 Ok(r) => r,
                 Err(e) => {
                     count("http", "error");
                     crate::client_warn!("inbound_unbuildable", channel = %conn.channel, error = %e, "cannot build the inbound request");
-                    return Ok(());
+                    return;
                 }
             };
             match ep.upstreams.call(req, body, *timeout).await {
@@ -94,7 +119,7 @@ pub(super) async fn handle(
                             (true, Ok(s)) => Message::Text(s.into()),
                             _ => Message::Binary(a.body),
                         };
-                        send(ep, ws, reply, route.send_timeout).await?;
+                        membership.send(Outbound::Frame(reply));
                     }
                 }
                 Ok(a) => {
@@ -108,7 +133,6 @@ pub(super) async fn handle(
             }
         }
     }
-    Ok(())
 }
 
 fn http_request(

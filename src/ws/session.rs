@@ -1,11 +1,15 @@
 //! One WebSocket connection's life after the 101: a single loop over shutdown, the kick
-//! (slow client), inbound frames, outbound messages and the ping timer. Read it top to
-//! bottom to know every way a connection ends; it leaves its groups on every one of them.
+//! (slow client), inbound frames, outbound messages and the timers. Read it top to bottom
+//! to know every way a connection ends; its [`Membership`] guard leaves its groups on
+//! every one of them. The loop never waits for the app: calls run beside it
+//! ([`super::calls`]). Every client is bounded: one pending pong, one frame in the write
+//! buffer, `send_queue`/`send_queue_bytes` queued, `inbound_rate` frames read.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::future::poll_fn;
+use std::task::{Context, Poll};
 
 use futures::{SinkExt, StreamExt};
 use pingora::protocols::Stream;
@@ -16,10 +20,12 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::config::{Protocol, RouteConfig};
+use super::calls::{self, Calls};
+use super::config::{InboundLimit, Protocol, RouteConfig};
+use super::ratelimit::Bucket;
 use super::{inbound, Conn, Endpoint};
-use crate::hub::{Hub, Member, Outbound, Queue, Recv};
-use crate::protocols::{self, Subscriptions};
+use crate::hub::{Membership, Outbound, Queue, Recv};
+use crate::protocols;
 use crate::shutdown::DrainGuard;
 
 pub(crate) type Ws = WebSocketStream<Stream>;
@@ -140,37 +146,12 @@ async fn shutting_down(rx: &mut tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-/// A connection's place in the hub: registered under its channel name and joined to its
-/// route's groups, with the queue its session reads.
-pub(super) struct Membership {
-    member: Member,
-    queue: Arc<Queue>,
-}
-
-impl Membership {
-    pub(super) fn join(hub: &Hub, conn: &Conn) -> Membership {
-        let (member, queue) = hub.member(conn.route.send_queue, conn.route.slow_client);
-        hub.register_channel(&conn.channel, &member);
-        for g in &conn.groups {
-            hub.join(g, &member);
-        }
-        Membership { member, queue }
-    }
-
-    /// Undoes [`Membership::join`].
-    pub(super) fn leave(self, hub: &Hub, conn: &Conn) {
-        for g in &conn.groups {
-            hub.leave(g, self.member.id);
-        }
-        hub.unregister_channel(&conn.channel);
-        self.queue.close();
-    }
-}
-
-/// The connection's three timers (next ping, idle deadline, lifetime deadline) folded into
-/// one: a tokio timer sits in every connection's task, and one is a third of three.
+/// The connection's timers (next ping, idle deadline, lifetime deadline, pending-write
+/// deadline) folded into one: a tokio timer sits in every connection's task.
 #[derive(Debug)]
 struct Timers {
+    /// A write (a pong) is waiting for the client to read; it must be done by then.
+    write_at: Option<TokioInstant>,
     /// When the client was last heard from (any frame).
     last_heard: TokioInstant,
     ping_every: Option<Duration>,
@@ -183,6 +164,8 @@ struct Timers {
 /// What a timer wake-up found due, the most final first.
 #[derive(Debug, PartialEq)]
 enum Due {
+    /// A pending write did not finish within `send_timeout`: the client does not read.
+    WriteStuck,
     Lifetime,
     Idle,
     /// Two ping intervals passed without a frame from the client.
@@ -194,6 +177,7 @@ enum Due {
 impl Timers {
     fn new(route: &RouteConfig, now: TokioInstant) -> Timers {
         Timers {
+            write_at: None,
             last_heard: now,
             ping_every: route.ping_interval,
             next_ping: route.ping_interval.map(|d| now + d),
@@ -210,17 +194,29 @@ impl Timers {
 
     /// When the timer must wake next (far away when nothing is configured).
     fn next(&self, now: TokioInstant) -> TokioInstant {
-        [self.next_ping, self.idle_at, self.lifetime_at]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(now + Duration::from_secs(3600 * 24 * 365))
+        [
+            self.write_at,
+            self.next_ping,
+            self.idle_at,
+            self.lifetime_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now + Duration::from_secs(3600 * 24 * 365))
     }
 
     /// What is due at `now`; a due ping is scheduled again `ping_every` from now, unless
-    /// the client has been silent for two intervals.
-    fn due(&mut self, now: TokioInstant) -> Due {
-        if self.lifetime_at.is_some_and(|t| t <= now) {
+    /// the client has been silent for two intervals. When the loop is not `listening` (the
+    /// app is behind on this client's frames), the client's silence says nothing: it counts
+    /// as heard.
+    fn due(&mut self, now: TokioInstant, listening: bool) -> Due {
+        if !listening {
+            self.heard(now);
+        }
+        if self.write_at.is_some_and(|t| t <= now) {
+            Due::WriteStuck
+        } else if self.lifetime_at.is_some_and(|t| t <= now) {
             Due::Lifetime
         } else if self.idle_at.is_some_and(|t| t <= now) {
             Due::Idle
@@ -238,6 +234,16 @@ impl Timers {
         }
     }
 
+    /// A write started that the client must read within `limit`; an earlier deadline stays.
+    fn writing(&mut self, now: TokioInstant, limit: Duration) {
+        self.write_at.get_or_insert(now + limit);
+    }
+
+    /// The pending write is done.
+    fn written(&mut self) {
+        self.write_at = None;
+    }
+
     /// The client was heard from: the idle deadline moves. It only ever moves later, so
     /// the timer needs no reset: an early wake-up finds nothing due and sleeps again.
     fn heard(&mut self, now: TokioInstant) {
@@ -248,14 +254,32 @@ impl Timers {
     }
 }
 
+/// What the connection's socket did: a frame (or the end) from the client, or the pending
+/// write finished.
+enum Io {
+    Read(Option<Result<Message, WsError>>),
+    Written(Result<(), WsError>),
+}
+
+/// Polls the socket: while a write is pending (a pong the client has not taken), only
+/// that write, so a client that sends without reading is not read from either (its TCP
+/// window fills) and holds at most one pending pong; otherwise the next frame.
+fn poll_io(ws: &mut Ws, writing: bool, cx: &mut Context<'_>) -> Poll<Io> {
+    if writing {
+        ws.poll_flush_unpin(cx).map(Io::Written)
+    } else {
+        ws.poll_next_unpin(cx).map(Io::Read)
+    }
+}
+
 /// Serves one connection until it ends. Not an `async fn`: its arguments are used in
 /// place by the returned future instead of being moved into a second copy of themselves,
 /// which would sit in every connection's task (about 600 bytes).
 pub(super) fn run(
     ep: Arc<Endpoint>,
-    conn: Conn,
+    conn: Arc<Conn>,
     mut ws: Ws,
-    membership: Membership,
+    membership: Arc<Membership>,
     guard: DrainGuard,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
@@ -270,7 +294,9 @@ pub(super) fn run(
         let armed = timers.armed();
         let timer = sleep_until(timers.next(TokioInstant::now()));
         tokio::pin!(timer);
-        let mut subs = Subscriptions::default();
+        let mut bucket = Bucket::new(route.inbound_rate, route.inbound_burst, TokioInstant::now());
+        // Started at the first frame that calls the app.
+        let mut calls: Option<Calls> = None;
         let opened = match route.protocol {
             // Boxed: only AWX routes greet, and the future would sit in every task.
             Protocol::Awx => Box::pin(protocols::awx::on_open(&ep, &conn, &mut ws)).await,
@@ -285,11 +311,16 @@ pub(super) fn run(
             }
         } else {
             loop {
+                let writing = timers.write_at.is_some();
+                // While the app is behind on this connection's frames, the client is not
+                // read (TCP pushes back); everything else goes on.
+                let calls_full = calls.as_ref().is_some_and(|c| !c.has_room());
                 tokio::select! {
                     _ = shutting_down(&mut shutdown) => break Ending::server(1001, "server shutting down"),
-                    _ = &mut timer, if armed => {
+                    _ = &mut timer, if armed || writing => {
                         let now = TokioInstant::now();
-                        match timers.due(now) {
+                        match timers.due(now, !calls_full) {
+                            Due::WriteStuck => break Ending { code: 1006, by: "server", reason: "write timed out".into() },
                             Due::Lifetime => break Ending::server(1001, "connection lifetime reached"),
                             Due::Idle => break Ending::server(1001, "idle timeout"),
                             Due::Silent => break Ending { code: 1006, by: "server", reason: "no answer to pings".into() },
@@ -302,9 +333,9 @@ pub(super) fn run(
                         }
                         timer.as_mut().reset(timers.next(TokioInstant::now()));
                     }
-                    out = membership.queue.recv() => match out {
+                    out = membership.queue().recv() => match out {
                         Recv::Kicked(code) => break Ending::server(code, "too slow: messages queued faster than the client reads"),
-                        Recv::Item(Outbound::Frame(m)) => match send_queued(&ep, &mut ws, &membership.queue, m, route.send_timeout).await {
+                        Recv::Item(Outbound::Frame(m)) => match send_queued(&ep, &mut ws, membership.queue(), m, route.send_timeout).await {
                             Ok((n, close)) => {
                                 frames_out += n;
                                 if let Some((code, reason)) = close {
@@ -315,8 +346,20 @@ pub(super) fn run(
                         },
                         Recv::Item(Outbound::Close(code, reason)) => break Ending::server(code, &reason),
                     },
-                    frame = ws.next() => {
-                        timers.heard(TokioInstant::now());
+                    // Boxed: polled only while the app is behind; inline, its ~180 bytes
+                    // would sit in every idle connection's task.
+                    _ = async { if let Some(c) = &calls { Box::pin(c.room()).await } }, if calls_full => {}
+                    io = poll_fn(|cx| poll_io(&mut ws, writing, cx)), if writing || !calls_full => {
+                        let frame = match io {
+                            Io::Written(Ok(())) => {
+                                timers.written();
+                                continue;
+                            }
+                            Io::Written(Err(_)) => break Ending { code: 1006, by: "server", reason: "write failed".into() },
+                            Io::Read(frame) => frame,
+                        };
+                        let now = TokioInstant::now();
+                        timers.heard(now);
                         match frame {
                             None => break Ending { code: 1006, by: "client", reason: "connection dropped".into() },
                             Some(Err(e)) => break read_error(&e),
@@ -327,25 +370,37 @@ pub(super) fn run(
                                 let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
                                 break Ending { code, by: "client", reason: f.map(|f| f.reason.to_string()).unwrap_or_default() };
                             }
-                            Some(Ok(Message::Ping(_))) => ep.metrics.ws.frames_in.with_label_values(&["ping"]).inc(),
+                            Some(Ok(Message::Ping(_))) => {
+                                ep.metrics.ws.frames_in.with_label_values(&["ping"]).inc();
+                                // tungstenite queued the pong (replacing any older one); the
+                                // client must take it within send_timeout.
+                                timers.writing(now, route.send_timeout);
+                                timer.as_mut().reset(timers.next(now));
+                            }
                             Some(Ok(Message::Pong(_))) => ep.metrics.ws.frames_in.with_label_values(&["pong"]).inc(),
                             Some(Ok(Message::Frame(_))) => {}
                             Some(Ok(m)) => {
                                 frames_in += 1;
                                 let kind = if m.is_text() { "text" } else { "binary" };
                                 ep.metrics.ws.frames_in.with_label_values(&[kind]).inc();
-                                // Boxed: these futures (an HTTP call to the app, an AMQP publish) are
-                                // large and rare; inline they would sit in every idle connection's task.
-                                let handled = match &route.protocol {
-                                    Protocol::Channels => Box::pin(inbound::handle(&ep, &conn, &mut ws, m)).await,
-                                    Protocol::Awx => Box::pin(protocols::awx::handle(&ep, &conn, &mut ws, &membership.member, &mut subs, m)).await,
-                                    Protocol::AmqpBridge(_) => {
-                                        Box::pin(protocols::bridge::handle(&ep, &conn, m)).await;
-                                        Ok(())
+                                if !bucket.take(now) {
+                                    let mode = calls::mode(&conn);
+                                    ep.metrics.ws.inbound.with_label_values(&[mode, "rate_limited"]).inc();
+                                    match route.inbound_limit {
+                                        InboundLimit::Close => break Ending::server(1008, "rate limit"),
+                                        InboundLimit::Drop => continue,
                                     }
+                                }
+                                let m = match route.protocol {
+                                    Protocol::Channels => match inbound::at_once(&ep, &conn, &membership, m) {
+                                        None => continue,
+                                        Some(m) => m,
+                                    },
+                                    _ => m,
                                 };
-                                if let Err(e) = handled {
-                                    break Ending { code: 1006, by: "server", reason: e.into() };
+                                let c = calls.get_or_insert_with(|| Calls::start(&ep, &conn, &membership));
+                                if !c.submit(m) {
+                                    ep.metrics.ws.inbound.with_label_values(&[calls::mode(&conn), "error"]).inc();
                                 }
                             }
                         }
@@ -368,8 +423,9 @@ pub(super) fn run(
             let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
         }
 
-        subs.leave_all(&ep, &membership.member);
-        membership.leave(&ep.hub, &conn);
+        // Leave every group now; an app call in flight may still hold the guard.
+        membership.close();
+        drop(calls);
         open.dec();
         ep.metrics
             .ws
@@ -418,14 +474,14 @@ mod tests {
         );
         assert!(t.armed());
         assert_eq!(t.next(t0), t0 + 2 * s);
-        assert_eq!(t.due(t0 + s), Due::Nothing);
-        assert_eq!(t.due(t0 + 2 * s), Due::Ping);
+        assert_eq!(t.due(t0 + s, true), Due::Nothing);
+        assert_eq!(t.due(t0 + 2 * s, true), Due::Ping);
         assert_eq!(t.next(t0), t0 + 4 * s, "the next ping is an interval later");
         t.heard(t0 + 3 * s);
-        assert_eq!(t.due(t0 + 4 * s), Due::Ping);
+        assert_eq!(t.due(t0 + 4 * s, true), Due::Ping);
         assert_eq!(t.next(t0), t0 + 6 * s);
         // Heard at 3 s: idle at 8 s, but the lifetime (7 s) comes first and wins.
-        assert_eq!(t.due(t0 + 7 * s), Due::Lifetime);
+        assert_eq!(t.due(t0 + 7 * s, true), Due::Lifetime);
     }
 
     #[test]
@@ -433,11 +489,36 @@ mod tests {
         let t0 = TokioInstant::now();
         let s = Duration::from_secs(1);
         let mut t = Timers::new(&route("ping_interval = \"1s\""), t0);
-        assert_eq!(t.due(t0 + s), Due::Ping);
-        assert_eq!(t.due(t0 + 2 * s), Due::Ping, "two intervals: not yet");
-        assert_eq!(t.due(t0 + 3 * s), Due::Silent);
+        assert_eq!(t.due(t0 + s, true), Due::Ping);
+        assert_eq!(t.due(t0 + 2 * s, true), Due::Ping, "two intervals: not yet");
+        assert_eq!(t.due(t0 + 3 * s, true), Due::Silent);
         t.heard(t0 + 3 * s);
-        assert_eq!(t.due(t0 + 3 * s), Due::Ping, "heard again: pings go on");
+        assert_eq!(
+            t.due(t0 + 3 * s, true),
+            Due::Ping,
+            "heard again: pings go on"
+        );
+    }
+
+    #[test]
+    fn timers_close_a_client_that_does_not_take_its_pong() {
+        let t0 = TokioInstant::now();
+        let s = Duration::from_secs(1);
+        let mut t = Timers::new(&route("ping_interval = \"0s\""), t0);
+        assert!(!t.armed());
+        t.writing(t0, 10 * s);
+        // More pings while the pong waits do not move the deadline.
+        t.writing(t0 + 5 * s, 10 * s);
+        assert_eq!(t.next(t0), t0 + 10 * s);
+        assert_eq!(t.due(t0 + 9 * s, true), Due::Nothing);
+        assert_eq!(t.due(t0 + 10 * s, true), Due::WriteStuck);
+        t.written();
+        assert_eq!(t.due(t0 + 11 * s, true), Due::Nothing);
+        // Not listening (the app is behind): silence is not held against the client.
+        let mut t = Timers::new(&route("ping_interval = \"1s\"\nidle_timeout = \"2s\""), t0);
+        assert_eq!(t.due(t0 + 3 * s, false), Due::Ping);
+        assert_eq!(t.due(t0 + 4 * s, false), Due::Ping);
+        assert_eq!(t.due(t0 + 6 * s, true), Due::Idle);
     }
 
     #[test]
@@ -448,9 +529,9 @@ mod tests {
         assert_eq!(t.next(t0), t0 + 3 * s);
         t.heard(t0 + 2 * s);
         // An early wake-up (the timer was set for 3 s) finds nothing due.
-        assert_eq!(t.due(t0 + 3 * s), Due::Nothing);
+        assert_eq!(t.due(t0 + 3 * s, true), Due::Nothing);
         assert_eq!(t.next(t0), t0 + 5 * s);
-        assert_eq!(t.due(t0 + 5 * s), Due::Idle);
+        assert_eq!(t.due(t0 + 5 * s, true), Due::Idle);
 
         let quiet = Timers::new(&route("ping_interval = \"0s\""), t0);
         assert!(!quiet.armed());

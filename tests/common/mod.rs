@@ -540,3 +540,51 @@ pub fn login(cg: &Channelgate, path: &str, user: &str) -> String {
     );
     cookies.join("; ")
 }
+
+/// gunicorn serving the Django test app (told channelgate's admin URL, for the views that
+/// publish) and channelgate in front of it with `routes` (`server_extra` goes into
+/// `[server]`).
+pub struct WithApp {
+    pub dir: tempfile::TempDir,
+    pub app: Gunicorn,
+    pub cg: Channelgate,
+}
+
+pub fn with_app(server_extra: &str, routes: &str) -> WithApp {
+    let dir = tempdir();
+    let ports = (free_port(), free_port());
+    let admin = format!("http://127.0.0.1:{}", ports.1);
+    let app = Gunicorn::start_with_env(
+        dir.path(),
+        "app",
+        Bind::Tcp(free_port()),
+        &[("CHANNELGATE_ADMIN", admin)],
+    );
+    let body = format!(
+        "[upstream]\nservers = [\"{}\"]\n\n{routes}",
+        app.bind.config_addr()
+    );
+    let cg = Channelgate::start_on(dir.path(), ports, server_extra, &body);
+    WithApp { dir, app, cg }
+}
+
+/// `POST /publish/{group}` on channelgate's admin listener: the status and JSON answer.
+pub fn publish_with(
+    http: &reqwest::blocking::Client,
+    cg: &Channelgate,
+    group: &str,
+    body: &str,
+    content_type: &str,
+) -> (u16, serde_json::Value) {
+    let r = http
+        .post(format!(
+            "http://127.0.0.1:{}/publish/{group}",
+            cg.admin_port
+        ))
+        .header("content-type", content_type)
+        .body(body.to_string())
+        .send()
+        .expect("publish request");
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(serde_json::Value::Null))
+}

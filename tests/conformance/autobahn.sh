@@ -32,6 +32,10 @@ allowed_origins = ["*"]
 max_message = "64MiB"
 ping_interval = "0s"
 send_queue = 1024
+send_queue_bytes = "64MiB"
+# The fuzzer sends thousands of frames at once (9.7/9.8): no rate limit worth the name.
+inbound_rate = "1000000/s"
+inbound_burst = 100000
 send_timeout = "60s"
 TOML
 target/release/channelgate run --config "$CONF" > "$OUT/channelgate.log" 2>&1 &

@@ -36,3 +36,8 @@ urlpatterns = [
     re_path(r"^text/?$", files_views.text),
     re_path(r"^stream-gated/?$", files_views.stream_gated),
 ]
+
+# tests/ws_bounds.rs (kept apart from the list above, which every branch extends).
+from . import bounds_views  # noqa: E402
+
+urlpatterns.append(re_path(r"^ws/slow-receive/?$", bounds_views.slow_receive))
