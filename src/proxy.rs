@@ -47,6 +47,9 @@ pub struct Proxy {
     pub access_log: bool,
     pub forwarding: headers::Forwarding,
     pub header_limits: headers::HeaderLimits,
+    /// `[server] max_body_size`, checked here for HTTP/2 requests (the edge checks
+    /// HTTP/1.1 ones); see [`limits::h2`].
+    pub max_body_size: u64,
     /// HSTS on HTTPS answers (the router has the challenge and redirect part); None
     /// without `[tls]`.
     pub tls: Option<Arc<crate::tls::Edge>>,
@@ -183,7 +186,8 @@ impl ProxyHttp for Proxy {
         let refusal = self
             .header_limits
             .check(session.req_header())
-            .or_else(|| headers::ambiguous_length(session.req_header()));
+            .or_else(|| headers::ambiguous_length(session.req_header()))
+            .or_else(|| limits::h2::too_large(session, self.max_body_size));
         if let Some(refused) = refusal {
             self.metrics
                 .http

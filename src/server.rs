@@ -79,6 +79,9 @@ fn client_edge(
     metrics: &Arc<Metrics>,
 ) -> Edge {
     let s = &config.server;
+    let mut proxy = proxy;
+    // HTTP/2 connections go to Pingora's h2 server: what of the limits applies there.
+    proxy.server_options = Some(crate::proxy::limits::h2::server_options(&s.limits));
     Edge {
         proxy: Arc::new(proxy),
         limits: s.limits.clone(),
@@ -216,6 +219,7 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
             .forwarding
             .counted(&metrics.http.stripped_headers),
         header_limits: config.server.header_limits,
+        max_body_size: config.server.body.max_body_size,
         tls: edge,
     };
     let mut proxy_service = Service::new(

@@ -70,6 +70,11 @@ struct Tls {
 /// gunicorn + channelgate with a `[tls]` section: a default certificate for app.test and
 /// 127.0.0.1, and one for api.test chosen by SNI.
 fn setup(tls_extra: &str, routes: &str) -> Tls {
+    setup_with("", tls_extra, routes)
+}
+
+/// [`setup`] with `[server]` keys added.
+fn setup_with(server_extra: &str, tls_extra: &str, routes: &str) -> Tls {
     let dir = tempdir();
     let ca = TestCa::new(dir.path());
     let (cert, key) = ca.issue(dir.path(), "app", &["app.test", "127.0.0.1"], (-1, 90));
@@ -90,7 +95,7 @@ fn setup(tls_extra: &str, routes: &str) -> Tls {
         api_cert.display(),
         api_key.display(),
     );
-    let cg = Channelgate::start_on(dir.path(), ports, "", &body);
+    let cg = Channelgate::start_on(dir.path(), ports, server_extra, &body);
     wait_for("the TLS listener", Duration::from_secs(20), || {
         std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
     });
@@ -464,4 +469,94 @@ fn check_reads_certificates_and_run_refuses_bad_ones() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// HTTP/2 connections go to Pingora's h2 server, not the HTTP/1.1 edge: `max_body_size`
+/// still gives 413, and `keepalive_timeout` still closes an idle connection.
+#[test]
+fn h2_413_over_max_body_size_and_idle_connection_closed_after_keepalive_timeout() {
+    let t = setup_with(
+        "keepalive_timeout = \"2s\"\nmax_body_size = \"1KiB\"\n",
+        "",
+        "",
+    );
+    let big = t.dir.path().join("big.bin");
+    std::fs::write(&big, vec![b'x'; 4096]).expect("write body");
+    let data = format!("@{}", big.display());
+    let (ok, out, err) = t.curl(&[
+        "--http2",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{http_version}",
+        "--data-binary",
+        &data,
+        &t.https("/upload"),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "413 2", "{err}");
+    assert!(t.cg.metric("channelgate_http_refused_total{reason=\"body_too_large\"}") >= 1.0);
+    // A small body still passes over h2.
+    let (ok, out, err) = t.curl(&[
+        "--http2",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version}",
+        "--data-binary",
+        "small",
+        &t.https("/headers"),
+    ]);
+    assert!(ok && out == "2", "{out} {err}");
+
+    // An h2 client that opens a connection and then says nothing more.
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-quiet", "-alpn", "h2", "-connect"])
+        .arg(format!("127.0.0.1:{}", t.tls_port))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl (scripts/setup installs it)");
+    let mut stdin = client.stdin.take().expect("piped stdin");
+    use std::io::{Read, Write};
+    // The connection preface and an empty SETTINGS frame.
+    stdin
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .expect("write preface");
+    stdin.flush().expect("flush preface");
+    // Read until the server closes; stdin stays open, so only the server ends it.
+    let mut stdout = client.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let _ = stdout.read_to_end(&mut got);
+        got
+    });
+    wait_for(
+        "the idle h2 connection closed",
+        Duration::from_secs(60),
+        || reader.is_finished(),
+    );
+    let got = reader.join().expect("reader thread");
+    let _ = client.kill();
+    let _ = client.wait();
+    drop(stdin);
+    // It was an h2 connection (the server's SETTINGS came). Pingora 0.9.1 drops an idle
+    // h2 connection without a GOAWAY, so none is expected.
+    assert_eq!(
+        frame_types(&got).first(),
+        Some(&4),
+        "server SETTINGS first: {got:?}"
+    );
+}
+
+/// The types of the HTTP/2 frames in `bytes` (server to client: no preface).
+fn frame_types(mut bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    while bytes.len() >= 9 {
+        let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+        types.push(bytes[3]);
+        bytes = &bytes[(9 + len).min(bytes.len())..];
+    }
+    types
 }

@@ -6,6 +6,7 @@
 //! `worker_connections` and `limit_conn`.
 
 pub mod edge;
+pub mod h2;
 mod head;
 
 use std::collections::HashMap;
