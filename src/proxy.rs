@@ -47,9 +47,9 @@ pub struct Proxy {
     pub access_log: bool,
     pub forwarding: headers::Forwarding,
     pub header_limits: headers::HeaderLimits,
-    /// `[server] max_body_size`, checked here for HTTP/2 requests (the edge checks
-    /// HTTP/1.1 ones); see [`limits::h2`].
-    pub max_body_size: u64,
+    /// The client limits and request buffering applied here to HTTP/2 requests (the edge
+    /// applies them to HTTP/1.1 ones); see [`limits::h2`].
+    pub h2: limits::h2::H2Limits,
     /// HSTS on HTTPS answers (the router has the challenge and redirect part); None
     /// without `[tls]`.
     pub tls: Option<Arc<crate::tls::Edge>>,
@@ -187,7 +187,7 @@ impl ProxyHttp for Proxy {
             .header_limits
             .check(session.req_header())
             .or_else(|| headers::ambiguous_length(session.req_header()))
-            .or_else(|| limits::h2::too_large(session, self.max_body_size));
+            .or_else(|| limits::h2::too_large(session, self.h2.max_body_size));
         if let Some(refused) = refusal {
             self.metrics
                 .http
@@ -234,7 +234,7 @@ impl ProxyHttp for Proxy {
                     tunnel::pass_through(self, session, ctx).await?;
                     return Ok(true);
                 }
-                Ok(false)
+                limits::h2::read_small_body(session, &self.h2, &self.metrics, &ctx.request_id).await
             }
         }
     }

@@ -219,7 +219,11 @@ pub fn build(config: &Config, opts: &RunOptions) -> Result<Server, StartError> {
             .forwarding
             .counted(&metrics.http.stripped_headers),
         header_limits: config.server.header_limits,
-        max_body_size: config.server.body.max_body_size,
+        h2: crate::proxy::limits::h2::H2Limits {
+            max_body_size: config.server.body.max_body_size,
+            body_timeout: config.server.limits.body_timeout,
+            request: config.upstream.request_buffering.clone(),
+        },
         tls: edge,
     };
     let mut proxy_service = Service::new(

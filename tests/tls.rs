@@ -70,23 +70,27 @@ struct Tls {
 /// gunicorn + channelgate with a `[tls]` section: a default certificate for app.test and
 /// 127.0.0.1, and one for api.test chosen by SNI.
 fn setup(tls_extra: &str, routes: &str) -> Tls {
-    setup_with("", tls_extra, routes)
+    setup_with("", tls_extra, routes, false)
 }
 
-/// [`setup`] with `[server]` keys added.
-fn setup_with(server_extra: &str, tls_extra: &str, routes: &str) -> Tls {
+/// [`setup`] with `[server]` keys added, and gunicorn's 2 sync workers when `sync`.
+fn setup_with(server_extra: &str, tls_extra: &str, routes: &str, sync: bool) -> Tls {
     let dir = tempdir();
     let ca = TestCa::new(dir.path());
     let (cert, key) = ca.issue(dir.path(), "app", &["app.test", "127.0.0.1"], (-1, 90));
     let (api_cert, api_key) = ca.issue(dir.path(), "api", &["api.test"], (-1, 90));
     let ports = (free_port(), free_port());
     let tls_port = free_port();
-    let app = Gunicorn::start_with_env(
-        dir.path(),
-        "app",
-        Bind::Tcp(free_port()),
-        &[("CHANNELGATE_ADMIN", format!("http://127.0.0.1:{}", ports.1))],
-    );
+    let app = if sync {
+        Gunicorn::start_sync(dir.path(), "app", Bind::Tcp(free_port()), 2)
+    } else {
+        Gunicorn::start_with_env(
+            dir.path(),
+            "app",
+            Bind::Tcp(free_port()),
+            &[("CHANNELGATE_ADMIN", format!("http://127.0.0.1:{}", ports.1))],
+        )
+    };
     let body = format!(
         "[upstream]\nservers = [\"{}\"]\n\n{routes}\n[tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\ncertificates = [\n  {{ cert = \"{}\", key = \"{}\" }},\n  {{ cert = \"{}\", key = \"{}\", names = [\"api.test\"] }},\n]\n{tls_extra}\n",
         app.bind.config_addr(),
@@ -479,6 +483,7 @@ fn h2_413_over_max_body_size_and_idle_connection_closed_after_keepalive_timeout(
         "keepalive_timeout = \"2s\"\nmax_body_size = \"1KiB\"\n",
         "",
         "",
+        false,
     );
     let big = t.dir.path().join("big.bin");
     std::fs::write(&big, vec![b'x'; 4096]).expect("write body");
@@ -559,4 +564,125 @@ fn frame_types(mut bytes: &[u8]) -> Vec<u8> {
         bytes = &bytes[(9 + len).min(bytes.len())..];
     }
     types
+}
+
+/// An HTTP/2 client trickling a small upload (its declared length within what Pingora can
+/// replay) does not hold one of gunicorn's 2 sync workers: channelgate reads the body
+/// before it connects upstream. The body arrives intact; one that stalls gets 408.
+#[test]
+fn h2_small_uploads_are_buffered_before_gunicorn_sync_workers_see_them() {
+    let t = setup_with("body_timeout = \"3s\"\n", "", "", true);
+    // A whole body sent at once is replayed intact from the buffer.
+    let (ok, out, err) = t.curl(&["--http2", "--data-binary", "hello h2", &t.https("/upload")]);
+    assert!(ok, "{err}");
+    assert!(out.contains(r#""bytes": 8"#), "{out}");
+    assert!(out.contains(&sha256_of(b"hello h2")), "{out}");
+
+    // Three clients (more than the workers) each declare 1000 bytes and send 20 of them,
+    // one every 300 ms, then nothing: the GETs among them still get answers.
+    let clients: Vec<_> = (0..3)
+        .map(|_| H2Trickler::start(t.tls_port, 1000, 20))
+        .collect();
+    for _ in 0..3 {
+        let (ok, out, err) = t.curl(&["--http2", "-w", " %{http_code}", &t.https("/healthz")]);
+        assert!(
+            ok && out.ends_with(" 200"),
+            "a GET among trickling h2 uploads: {out} {err}"
+        );
+    }
+    // Once they stop sending, body_timeout answers each 408.
+    wait_for(
+        "body timeouts on the stalled h2 uploads",
+        Duration::from_secs(60),
+        || {
+            t.cg.metric("channelgate_client_timeouts_total{kind=\"body\"}") >= 3.0
+        },
+    );
+    drop(clients);
+}
+
+fn sha256_of(data: &[u8]) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("piped").write_all(data)?;
+            c.wait_with_output()
+        })
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+/// A raw HTTP/2 client over `openssl s_client`: a POST /upload declaring `len` bytes,
+/// then `sent` of them one per 300 ms, and no more (the stream stays open).
+struct H2Trickler {
+    child: std::process::Child,
+}
+
+impl H2Trickler {
+    fn start(port: u16, len: usize, sent: usize) -> H2Trickler {
+        use std::io::Write;
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-alpn", "h2", "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl (scripts/setup installs it)");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let authority = format!("127.0.0.1:{port}");
+        let length = len.to_string();
+        let mut block = Vec::new();
+        for (name, value) in [
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":path", "/upload"),
+            (":authority", authority.as_str()),
+            ("content-length", length.as_str()),
+        ] {
+            // HPACK: a literal field without indexing, new name, no Huffman coding.
+            block.push(0);
+            block.push(name.len() as u8);
+            block.extend_from_slice(name.as_bytes());
+            block.push(value.len() as u8);
+            block.extend_from_slice(value.as_bytes());
+        }
+        let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        start.extend(frame(4, 0, 0, &[]));
+        start.extend(frame(1, 0x4, 1, &block)); // HEADERS, END_HEADERS, stream 1
+        std::thread::spawn(move || {
+            if stdin.write_all(&start).and_then(|_| stdin.flush()).is_err() {
+                return;
+            }
+            for _ in 0..sent {
+                std::thread::sleep(Duration::from_millis(300));
+                let data = frame(0, 0, 1, b"x");
+                if stdin.write_all(&data).and_then(|_| stdin.flush()).is_err() {
+                    return;
+                }
+            }
+            // Hold the connection open, sending nothing, until the test ends.
+            std::thread::sleep(Duration::from_secs(120));
+        });
+        H2Trickler { child }
+    }
+}
+
+impl Drop for H2Trickler {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/2 frame.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
 }

@@ -82,11 +82,7 @@ pub fn plan(head: &[u8], cfg: &RequestBuffering) -> Option<BodyPlan> {
         h.name.eq_ignore_ascii_case("expect") && h.value.eq_ignore_ascii_case(b"100-continue")
     });
     let path = req.path.unwrap_or("/");
-    let buffer = cfg.enabled
-        && !cfg
-            .stream_uploads
-            .iter()
-            .any(|p| path.starts_with(p.as_str()));
+    let buffer = cfg.applies_to(path);
     Some(BodyPlan {
         framing,
         buffer,

@@ -21,6 +21,18 @@ pub struct RequestBuffering {
     pub stream_uploads: Vec<String>,
 }
 
+impl RequestBuffering {
+    /// Whether a request for `path` is buffered: on, and not under a `stream_uploads`
+    /// prefix.
+    pub fn applies_to(&self, path: &str) -> bool {
+        self.enabled
+            && !self
+                .stream_uploads
+                .iter()
+                .any(|p| path.starts_with(p.as_str()))
+    }
+}
+
 /// `[upstream] response_buffering`, `response_buffer_memory`, `response_buffer_max`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResponseBuffering {
