@@ -13,14 +13,16 @@
 //! scripts/install-chromium installs chromium and certutil from Debian; if that fails the
 //! test fails under CI=true and is skipped (with a banner) elsewhere.
 
+#[path = "common/ca.rs"]
+mod ca;
 mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use ca::TestCa;
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 /// Where the README's TLS section takes its image from.
 const README_IMAGE: &str = "examples/chat/screenshot-tls.png";
@@ -40,32 +42,6 @@ fn chromium_available() -> bool {
         eprintln!("\n********\n*** SKIPPED: chromium or certutil is missing (scripts/install-chromium failed) ***\n********\n");
     }
     ok
-}
-
-/// A test CA (`ca.pem`) and a server certificate for localhost and 127.0.0.1 it signed
-/// (`server.crt`, `server.key`).
-fn make_certificates(dir: &Path) {
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("no names");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "channelgate browser test CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = KeyPair::generate().expect("ECDSA key");
-    let ca_cert = ca.self_signed(&ca_key).expect("self-signed CA");
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write ca.pem");
-    let issuer = Issuer::new(ca, ca_key);
-
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .expect("names");
-    leaf.distinguished_name
-        .push(DnType::CommonName, "localhost");
-    let now = time::OffsetDateTime::now_utc();
-    leaf.not_before = now - time::Duration::days(1);
-    leaf.not_after = now + time::Duration::days(30);
-    let key = KeyPair::generate().expect("ECDSA key");
-    let cert = leaf.signed_by(&key, &issuer).expect("signed leaf");
-    std::fs::write(dir.join("server.crt"), cert.pem()).expect("write cert");
-    std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write key");
 }
 
 /// `$HOME/.pki/nssdb` trusting the test CA for TLS servers: where Chromium on Linux
@@ -172,9 +148,10 @@ fn chromium_loads_the_demo_over_h2_and_receives_a_push_over_wss() {
     }
     let dir = tempdir();
     let d = dir.path();
-    make_certificates(d);
+    let ca = TestCa::new(d);
+    let (cert, key) = ca.issue(d, "server", &["localhost", "127.0.0.1"], (-1, 30));
     let home = d.join("home");
-    trust_ca_in_nss(&home, &d.join("ca.pem"));
+    trust_ca_in_nss(&home, &ca.pem);
 
     let ports = (free_port(), free_port());
     let (app_port, tls_port) = (free_port(), free_port());
@@ -193,10 +170,11 @@ max_message = "16KiB"
 
 [tls]
 listen = ["127.0.0.1:{tls_port}"]
-certificates = [{{ cert = "{d}/server.crt", key = "{d}/server.key" }}]
+certificates = [{{ cert = "{}", key = "{}" }}]
 http2 = true
 "#,
-        d = d.display()
+        cert.display(),
+        key.display()
     );
     let cg = Channelgate::start_on(d, ports, "", &body);
     wait_for("the TLS listener", Duration::from_secs(20), || {
