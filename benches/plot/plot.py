@@ -460,22 +460,52 @@ def auth_charts(results, out):
         notes=[n for n in [note, *busy_notes(pairs), "connect time = TCP connect + handshake (+ auth) until the 101, per client; source: benches/results/auth.jsonl"] if n]))
     return written
 
+STATIC_CASES = ["2k", "100k", "10m", "gzip-json"]
+
+
+def static_chart(results, out):
+    """channelgate and nginx side by side per case of the newest run of benches/static/run.sh
+    (its records carry `time`, the run's start, rather than a run_id)."""
+    recs = [r for r in read_jsonl(os.path.join(results, "static.jsonl")) if r.get("bench") == "static"]
+    if not recs:
+        return []
+    run = PINNED.get("static") or max(str(r.get("time", "")) for r in recs)
+    cur = [r for r in recs if str(r.get("time", "")) == str(run)]
+    if not cur:
+        raise ValueError(f"--run static={run}: no such run in the results")
+    by = {(r.get("case"), r.get("target")): r for r in cur}
+    groups = []
+    for case in sorted({r.get("case") for r in cur}, key=order_key(STATIC_CASES)):
+        for target in ("nginx", "channelgate"):
+            r = by.get((case, target))
+            if not r:
+                continue
+            tag = f"{fmt_num(r.get('rps'))} req/s · {fmt_num(r.get('mib_s'))} MiB/s · p99 {fmt_ms(r.get('p99_ms'))}"
+            groups.append({"label": f"{case}: {target}", "values": [r.get("rps")], "tags": [tag], "target": target})
+    r0 = cur[0]
+    sub = (f"run {run}: wrk, {r0.get('connections', '?')} connections, {r0.get('duration', '?')} x {r0.get('rounds', '?')} round(s); "
+           "2k/100k/10m = a file of that size, gzip-json = a 100 KiB JSON answer from the app, gzipped")
+    return [hbar_chart(
+        os.path.join(out, "static-rps.svg"), "Static files and gzip: requests per second (more is better)", sub, groups,
+        ["req/s"], log=True, xlabel="requests/s (log scale)",
+        notes=["source: benches/results/static.jsonl (benches/static/run.sh)"])]
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", default=os.path.join(REPO, "benches", "results"))
     ap.add_argument("--out", default=HERE)
     ap.add_argument("--run", action="append", default=[], metavar="BENCH=RUN_ID",
-                    help="draw this run of BENCH (fanout, idle, http, auth) instead of the newest")
+                    help="draw this run of BENCH (fanout, idle, http, auth, static) instead of the newest")
     a = ap.parse_args(argv)
     for pin in a.run:
         bench, sep, run_id = pin.partition("=")
-        if not sep or bench not in ("fanout", "idle", "http", "auth") or not run_id:
-            ap.error(f"--run {pin!r}: expected BENCH=RUN_ID with BENCH one of fanout, idle, http, auth")
+        if not sep or bench not in ("fanout", "idle", "http", "auth", "static") or not run_id:
+            ap.error(f"--run {pin!r}: expected BENCH=RUN_ID with BENCH one of fanout, idle, http, auth, static")
         PINNED[bench] = run_id
     os.makedirs(a.out, exist_ok=True)
     written, failed = [], 0
-    for fn in (fanout_charts, idle_chart, http_chart, auth_charts):
+    for fn in (fanout_charts, idle_chart, http_chart, auth_charts, static_chart):
         try:
             written += fn(a.results, a.out)
         except Exception as e:  # noqa: BLE001 - one bad file should not stop the other charts
