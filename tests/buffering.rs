@@ -16,23 +16,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn sha256_hex(data: &[u8]) -> String {
-    let out = std::process::Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().expect("stdin").write_all(data)?;
-            c.wait_with_output()
-        })
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
 fn connect(cg: &Channelgate) -> TcpStream {
     let s = TcpStream::connect(cg.addr()).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();

@@ -471,14 +471,7 @@ fn h2_413_over_max_body_size_and_idle_connection_closed_after_keepalive_timeout(
     assert!(ok && out == "2", "{out} {err}");
 
     // An h2 client that opens a connection and then says nothing more.
-    let mut client = Command::new("openssl")
-        .args(["s_client", "-quiet", "-alpn", "h2", "-connect"])
-        .arg(format!("127.0.0.1:{}", t.tls_port))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("openssl (scripts/setup installs it)");
+    let mut client = h2_over_openssl(t.tls_port, std::process::Stdio::piped());
     let mut stdin = client.stdin.take().expect("piped stdin");
     use std::io::{Read, Write};
     // The connection preface and an empty SETTINGS frame.
@@ -532,7 +525,7 @@ fn h2_small_uploads_are_buffered_before_gunicorn_sync_workers_see_them() {
     let (ok, out, err) = t.curl(&["--http2", "--data-binary", "hello h2", &t.https("/upload")]);
     assert!(ok, "{err}");
     assert!(out.contains(r#""bytes": 8"#), "{out}");
-    assert!(out.contains(&sha256_of(b"hello h2")), "{out}");
+    assert!(out.contains(&sha256_hex(b"hello h2")), "{out}");
 
     // Three clients (more than the workers) each declare 1000 bytes and send 20 of them,
     // one every 300 ms, then nothing: the GETs among them still get answers.
@@ -557,20 +550,6 @@ fn h2_small_uploads_are_buffered_before_gunicorn_sync_workers_see_them() {
     drop(clients);
 }
 
-fn sha256_of(data: &[u8]) -> String {
-    let out = Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().expect("piped").write_all(data)?;
-            c.wait_with_output()
-        })
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)[..64].to_string()
-}
-
 /// A raw HTTP/2 client over `openssl s_client`: a POST /upload declaring `len` bytes,
 /// then `sent` of them one per 300 ms, and no more (the stream stays open).
 struct H2Trickler {
@@ -580,14 +559,7 @@ struct H2Trickler {
 impl H2Trickler {
     fn start(port: u16, len: usize, sent: usize) -> H2Trickler {
         use std::io::Write;
-        let mut child = Command::new("openssl")
-            .args(["s_client", "-quiet", "-alpn", "h2", "-connect"])
-            .arg(format!("127.0.0.1:{port}"))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("openssl (scripts/setup installs it)");
+        let mut child = h2_over_openssl(port, std::process::Stdio::null());
         let mut stdin = child.stdin.take().expect("piped stdin");
         let authority = format!("127.0.0.1:{port}");
         let length = len.to_string();
@@ -632,6 +604,19 @@ impl Drop for H2Trickler {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `openssl s_client` offering only h2 by ALPN to channelgate's TLS port: the test
+/// writes raw HTTP/2 frames to its stdin.
+fn h2_over_openssl(port: u16, stdout: std::process::Stdio) -> std::process::Child {
+    Command::new("openssl")
+        .args(["s_client", "-quiet", "-alpn", "h2", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(stdout)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl (scripts/setup installs it)")
 }
 
 /// One HTTP/2 frame.
