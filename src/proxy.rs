@@ -77,6 +77,8 @@ pub struct Ctx {
     parked: Option<Box<HttpSession>>,
     /// The encoder of a compressed response.
     compressor: Option<compress::Compressor>,
+    /// Bytes of an HTTP/2 request body passed on so far (for `max_body_size`).
+    h2_body: u64,
 }
 
 /// Counts a request in the in-flight gauge and in the shutdown drain.
@@ -156,6 +158,7 @@ impl ProxyHttp for Proxy {
             location: None,
             parked: None,
             compressor: None,
+            h2_body: 0,
         }
     }
 
@@ -237,6 +240,22 @@ impl ProxyHttp for Proxy {
                 limits::h2::read_small_body(session, &self.h2, &self.metrics, &ctx.request_id).await
             }
         }
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        limits::h2::count_body(
+            session,
+            body.as_ref(),
+            &mut ctx.h2_body,
+            &self.h2,
+            &self.metrics,
+        )
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {

@@ -457,6 +457,17 @@ fn h2_413_over_max_body_size_and_idle_connection_closed_after_keepalive_timeout(
     assert!(ok, "{err}");
     assert_eq!(out, "413 2", "{err}");
     assert!(t.cg.metric("channelgate_http_refused_total{reason=\"body_too_large\"}") >= 1.0);
+    // Without a content-length (curl -T - reads stdin): 413 once the bytes exceed it.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "--http2", "-o", "/dev/null"])
+        .args(["-w", "%{http_code} %{http_version}", "-T", "-", "--cacert"])
+        .arg(&t.ca.pem)
+        .arg(t.https("/upload"))
+        .stdin(std::fs::File::open(&big).expect("open body"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text, "413 2", "{}", String::from_utf8_lossy(&out.stderr));
     // A small body still passes over h2.
     let (ok, out, err) = t.curl(&[
         "--http2",

@@ -7,7 +7,8 @@
 //!   which nginx also applies to idle HTTP/2 connections).
 //!   Pingora drops the socket without a GOAWAY and counts nothing.
 //! - `max_body_size` → a request whose `content-length` is over it gets 413 before any
-//!   upstream is chosen (h2 itself refuses DATA beyond a declared length).
+//!   upstream is chosen (h2 itself refuses DATA beyond a declared length); one without
+//!   gets 413 when the bytes passed on exceed it ([`count_body`]).
 //! - `request_buffering` and `body_timeout`, for bodies of a declared length up to
 //!   [`REPLAYABLE`]: [`read_small_body`] reads the whole body in `request_filter`, before
 //!   the upstream is connected, each read under `body_timeout` (408), and Pingora
@@ -28,7 +29,7 @@ use std::time::Duration;
 use pingora::apps::HttpServerOptions;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
-use pingora::Result;
+use pingora::{Error, ErrorType, Result};
 
 use crate::metrics::Metrics;
 use crate::proxy::buffer::RequestBuffering;
@@ -125,6 +126,35 @@ pub async fn read_small_body(
 
 fn buffers(cfg: &RequestBuffering, req: &RequestHeader) -> bool {
     cfg.applies_to(req.uri.path())
+}
+
+/// Counts an HTTP/2 request body as Pingora passes it on (bodies without a declared
+/// length, or ones too large to buffer): past `max_body_size` the request fails with 413
+/// (`http_refused_total{reason="body_too_large"}`), or the stream is cut if the
+/// upstream already answered.
+pub fn count_body(
+    session: &Session,
+    data: Option<&bytes::Bytes>,
+    seen: &mut u64,
+    limits: &H2Limits,
+    metrics: &Metrics,
+) -> Result<()> {
+    if limits.max_body_size == 0 || !session.as_downstream().is_http2() {
+        return Ok(());
+    }
+    *seen += data.map_or(0, |d| d.len() as u64);
+    if *seen <= limits.max_body_size {
+        return Ok(());
+    }
+    metrics
+        .http
+        .refused
+        .with_label_values(&["body_too_large"])
+        .inc();
+    Error::e_explain(
+        ErrorType::HTTPStatus(413),
+        "HTTP/2 request body over max_body_size",
+    )
 }
 
 fn declared_length(req: &RequestHeader) -> Option<u64> {
