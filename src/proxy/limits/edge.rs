@@ -336,6 +336,8 @@ impl ServerApp for Edge {
             }
         };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            // Pingora's h2 server reads these itself: what of the limits applies there is
+            // in `super::h2` (idle timeout, max_body_size, small-body buffering).
             let _permit = permit;
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
