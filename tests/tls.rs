@@ -48,7 +48,7 @@ fn setup_with(server_extra: &str, tls_extra: &str, routes: &str, sync: bool) -> 
         )
     };
     let body = format!(
-        "[upstream]\nservers = [\"{}\"]\n\n{routes}\n[tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\ncertificates = [\n  {{ cert = \"{}\", key = \"{}\" }},\n  {{ cert = \"{}\", key = \"{}\", names = [\"api.test\"] }},\n]\n{tls_extra}\n",
+        "[upstream]\nservers = [\"{}\"]\n\n{routes}\n[tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\nhttp2 = true\ncertificates = [\n  {{ cert = \"{}\", key = \"{}\" }},\n  {{ cert = \"{}\", key = \"{}\", names = [\"api.test\"] }},\n]\n{tls_extra}\n",
         app.bind.config_addr(),
         cert.display(),
         key.display(),
