@@ -2,15 +2,19 @@
 # TLS benchmark: channelgate vs nginx terminating TLS with the same ECDSA P-256
 # certificate (made here with openssl) in front of the same fixed 100-byte nginx
 # upstream, in one run, side by side. Cases:
-#   handshake  full TLS handshakes/s: wrk with "Connection: close" (a new connection,
-#              hence a full handshake, per request; wrk never resumes sessions)
+#   handshake  full TLS handshakes/s: h2load -n B -c B -m 1 (each client one request on
+#              its own new connection; h2load never resumes a session), repeated in
+#              batches of B for the duration; rate = handshakes done / h2load's time
+#   resumed    handshakes/s with session resumption: wrk with "Connection: close" (a new
+#              connection per request; wrk resumes the previous TLS session, so this
+#              is TLS 1.3 PSK resumption, not a full handshake)
 #   h1         keep-alive req/s over HTTP/1.1 (wrk, with p99)
 #   h2         keep-alive req/s over HTTP/2 (h2load; it gives no percentiles, so the
 #              mean and max request time are reported instead of a p99)
 # The targets alternate for R rounds; the median of the rounds is reported.
 #
 #   benches/tls/run.sh [--duration 5s] [--connections 64] [--streams 10] [--rounds 2]
-#                      [--threads 2] [--keep]
+#                      [--threads 2] [--batch 256] [--keep]
 #
 # CHANNELGATE_BIN overrides the binary (default target/release/channelgate if it exists,
 # else /tmp/cg-bench-51ad90e). Appends one JSON line per target x case to
@@ -29,9 +33,10 @@ CONNECTIONS=64
 STREAMS=10      # h2load -m: concurrent streams per HTTP/2 connection
 ROUNDS=2
 THREADS=2
+BATCH=256       # handshake case: connections per h2load batch (all opened at once)
 KEEP=0
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 BENCH=tls
 # shellcheck source=../lib.sh
 source "$(dirname "$0")/../lib.sh"
@@ -43,6 +48,7 @@ while [ $# -gt 0 ]; do
         --streams) STREAMS="${2:?}"; shift 2 ;;
         --rounds) ROUNDS="${2:?}"; shift 2 ;;
         --threads) THREADS="${2:?}"; shift 2 ;;
+        --batch) BATCH="${2:?}"; shift 2 ;;
         --keep) KEEP=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
@@ -50,7 +56,8 @@ while [ $# -gt 0 ]; do
 done
 DURATION="${DURATION%s}"
 num --duration "$DURATION"; num --connections "$CONNECTIONS"; num --streams "$STREAMS"
-num --rounds "$ROUNDS"; num --threads "$THREADS"
+num --rounds "$ROUNDS"; num --threads "$THREADS"; num --batch "$BATCH"
+[ "$BATCH" -ge "$THREADS" ] && [ "$BATCH" -le 4096 ] || die "--batch must be >= --threads and <= 4096"
 [ "$DURATION" -ge 1 ] && [ "$DURATION" -le 600 ] || die "--duration must be 1..600 (seconds)"
 [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] || die "--rounds must be 1..20"
 [ "$THREADS" -ge 1 ] && [ "$THREADS" -le 64 ] || die "--threads must be 1..64"
@@ -258,14 +265,22 @@ done
 
 # ------------------------------------------------------------------ rounds ---
 TARGETS=(nginx channelgate)
-CASES=(handshake h1 h2)
+CASES=(handshake resumed h1 h2)
 declare -A URL=([nginx]="https://127.0.0.1:$P_NGX/" [channelgate]="https://127.0.0.1:$P_CG/")
 mkdir -p "$T/out"
 
 run_case() {  # TARGET CASE OUT
     local u="${URL[$1]}"
     case "$2" in
-        handshake) timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
+        handshake)
+            # Batches of BATCH fresh clients with one request each, until DURATION is up.
+            local end=$(( $(date +%s%N) + DURATION * 1000000000 ))
+            : >"$3"
+            while [ "$(date +%s%N)" -lt "$end" ]; do
+                timeout 60 h2load -t"$THREADS" -c"$BATCH" -n"$BATCH" -m1 "$u" >>"$3" 2>&1 || return 1
+            done
+            return 0 ;;
+        resumed) timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
                        --timeout 5s --latency -H 'Connection: close' "$u" ;;
         h1) timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
                 --timeout 5s --latency "$u" ;;
@@ -283,7 +298,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
             echo "loadavg_before=$(cut -d' ' -f1 /proc/loadavg)" >"$T/out/$t.$c.$r.env"
             out="$T/out/$t.$c.$r.txt"
             run_case "$t" "$c" "$out" || { cat "$out" >&2; die "$c against $t failed"; }
-            log "round $r/$ROUNDS $c $t: $(grep -E '^Requests/sec|^finished in' "$out" || echo '?')"
+            log "round $r/$ROUNDS $c $t: $(grep -E '^Requests/sec|^finished in' "$out" | tail -n1 || echo '?')$([ "$c" = handshake ] && echo " ($(grep -c '^finished in' "$out") batches of $BATCH)")"
         done
     done
 done
@@ -294,7 +309,7 @@ curl -s --noproxy '*' --max-time 5 "http://127.0.0.1:$P_ADMIN/metrics" \
 # ----------------------------------------------------------------- report ---
 cd "$REPO"
 export BENCH_T="$T" BENCH_RESULTS="$RESULTS" BENCH_ROUNDS="$ROUNDS" BENCH_DURATION="$DURATION" \
-    BENCH_CONNECTIONS="$CONNECTIONS" BENCH_THREADS="$THREADS" BENCH_STREAMS="$STREAMS" \
+    BENCH_CONNECTIONS="$CONNECTIONS" BENCH_THREADS="$THREADS" BENCH_STREAMS="$STREAMS" BENCH_BATCH="$BATCH" \
     BENCH_BODY_BYTES="$BODY_BYTES"
 export BENCH_BIN_SOURCE="$( [ -n "${CHANNELGATE_BIN:-}" ] && echo "$CHANNELGATE_BIN" || { [ -x "$REPO/target/release/channelgate" ] && echo "$REPO/target/release/channelgate" || echo /tmp/cg-bench-51ad90e; })"
 export BENCH_GIT_DESCRIBE="$(git describe --always --dirty --tags 2>/dev/null || echo unknown)"
@@ -312,7 +327,7 @@ import datetime, json, os, platform, re, statistics, sys
 E = os.environ
 T = E["BENCH_T"]
 rounds = int(E["BENCH_ROUNDS"])
-targets, cases = ["nginx", "channelgate"], ["handshake", "h1", "h2"]
+targets, cases = ["nginx", "channelgate"], ["handshake", "resumed", "h1", "h2"]
 UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
 
 def ms(v):
@@ -350,6 +365,26 @@ def parse_h2load(text, path):
             "max_ms": round(ms(t.group(2)), 3), "requests": done,
             "errors": int(reqs.group(5)) + int(reqs.group(6)) + (done - ok2xx)}
 
+def parse_batches(text, path):
+    """h2load runs of B one-request clients: full handshakes/s over all batches."""
+    fins = re.findall(r"^finished in ([0-9.]+(?:us|ms|s|m|h)),", text, re.M)
+    reqs = re.findall(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", text, re.M)
+    codes = re.findall(r"^status codes: (\d+) 2xx", text, re.M)
+    conn = re.findall(r"^time for connect:\s+(\S+)\s+(\S+)\s+(\S+)", text, re.M)
+    protos = set(re.findall(r"^Application protocol: (\S+)", text, re.M))
+    if not fins or len(fins) != len(reqs) or not conn:
+        sys.exit(f"run.sh: cannot parse h2load output {path}:\n{text[-3000:]}")
+    if protos != {"h2"}:
+        sys.exit(f"run.sh: h2load did not negotiate h2 in every batch ({path}): {protos}")
+    secs = sum(ms(x) for x in fins) / 1000.0
+    done = sum(int(x[2]) for x in reqs)
+    ok = sum(int(x) for x in codes)
+    return {"rps": round(done / secs, 2) if secs else 0.0, "p99_ms": None,
+            "batches": len(fins), "requests": done,
+            "connect_mean_ms": round(statistics.mean(ms(x[2]) for x in conn), 3),
+            "connect_max_ms": round(max(ms(x[1]) for x in conn), 3),
+            "errors": sum(int(x[4]) + int(x[5]) for x in reqs) + (done - ok)}
+
 def env(path):
     out = {}
     for kv in open(path).read().split():
@@ -374,7 +409,9 @@ params = {
     "threads": int(E["BENCH_THREADS"]), "h2_streams": int(E["BENCH_STREAMS"]), "rounds": rounds,
     "body_bytes": int(E["BENCH_BODY_BYTES"]),
     "certificate": "ECDSA P-256, self-signed, same file for both",
-    "handshake": "wrk -H 'Connection: close' (new connection and full handshake per request, no resumption)",
+    "handshake": "h2load -n B -c B -m 1 in batches for the duration (one request per new connection, full handshake, no resumption); rate = done / sum of h2load times",
+    "handshake_batch": int(E["BENCH_BATCH"]),
+    "resumed": "wrk -H 'Connection: close' (new connection per request; wrk resumes sessions: TLS 1.3 PSK)",
     "h1": "wrk keep-alive over TLS", "h2": "h2load keep-alive over TLS (no percentiles: mean/max)",
     "upstream": "nginx return 200, worker_processes 1, access_log off",
     "nginx": "worker_processes 2, listen ssl http2, ssl_protocols TLSv1.2 TLSv1.3, upstream keepalive 64, access_log off",
@@ -396,10 +433,11 @@ for c in cases:
         for r in range(1, rounds + 1):
             path = f"{T}/out/{t}.{c}.{r}.txt"
             text = open(path).read()
-            res = parse_h2load(text, path) if c == "h2" else parse_wrk(text, path)
+            res = (parse_h2load(text, path) if c == "h2" else
+                   parse_batches(text, path) if c == "handshake" else parse_wrk(text, path))
             runs.append(dict(round=r, **res, **env(f"{T}/out/{t}.{c}.{r}.env")))
         m = {"rps": round(statistics.median(x["rps"] for x in runs), 1)}
-        for k in ("p50_ms", "p99_ms", "mean_ms", "max_ms"):
+        for k in ("p50_ms", "p99_ms", "mean_ms", "max_ms", "connect_mean_ms", "connect_max_ms"):
             vals = [x[k] for x in runs if x.get(k) is not None]
             m[k] = round(statistics.median(vals), 3) if vals else None
         m["errors"] = sum(x["errors"] for x in runs)
@@ -409,7 +447,7 @@ for c in cases:
                 "rps": m["rps"], "p99_ms": m["p99_ms"]}
         if c == "handshake":
             line["handshakes_s"] = m["rps"]
-        for k in ("p50_ms", "mean_ms", "max_ms"):
+        for k in ("p50_ms", "mean_ms", "max_ms", "connect_mean_ms", "connect_max_ms"):
             if m[k] is not None:
                 line[k] = m[k]
         line.update({"errors": m["errors"], "rounds": runs, "params": params,
@@ -425,7 +463,8 @@ def ratio(a, b):
 def f(v):
     return "-" if v is None else f"{v:.2f}"
 
-label = {"handshake": "full handshakes/s (wrk, Connection: close)",
+label = {"handshake": "full handshakes/s (h2load, 1 req/conn)",
+         "resumed": "resumed handshakes/s (wrk, Connection: close)",
          "h1": "HTTP/1.1 keep-alive req/s (wrk)", "h2": "HTTP/2 keep-alive req/s (h2load)"}
 print()
 print(f"TLS benchmark {run_id}: {params['connections']} connections, {params['threads']} threads, "
@@ -434,10 +473,11 @@ print(f"TLS benchmark {run_id}: {params['connections']} connections, {params['th
 print(f"{'case':<44} {'nginx':>10} {'channelgate':>12} {'ratio':>6}   {'nginx p99':>9} {'cg p99':>8}   errors n/cg")
 for c in cases:
     n, g = med[("nginx", c)], med[("channelgate", c)]
-    lat = "p99_ms" if c != "h2" else "mean_ms"
+    lat = {"h2": "mean_ms", "handshake": "connect_mean_ms"}.get(c, "p99_ms")
     print(f"{label[c]:<44} {n['rps']:>10.1f} {g['rps']:>12.1f} {ratio(g['rps'], n['rps']):>6}   "
           f"{f(n[lat]):>9} {f(g[lat]):>8}   {n['errors']}/{g['errors']}"
-          + ("   (h2: mean ms, h2load gives no p99)" if c == "h2" else ""))
+          + ("   (mean ms: h2load gives no p99)" if c == "h2" else
+             "   (mean connect ms: h2load gives no p99)" if c == "handshake" else ""))
 hs = med[("channelgate", "handshake")]["rps"] / max(med[("nginx", "handshake")]["rps"], 1e-9)
 h2 = med[("channelgate", "h2")]["rps"] / max(med[("nginx", "h2")]["rps"], 1e-9)
 print(f"goals: handshakes/s >= nginx: {'met' if hs >= 1 else 'NOT met'} ({hs:.2f}x); "
