@@ -298,7 +298,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
             echo "loadavg_before=$(cut -d' ' -f1 /proc/loadavg)" >"$T/out/$t.$c.$r.env"
             out="$T/out/$t.$c.$r.txt"
             run_case "$t" "$c" "$out" || { cat "$out" >&2; die "$c against $t failed"; }
-            log "round $r/$ROUNDS $c $t: $(grep -E '^Requests/sec|^finished in' "$out" | tail -n1 || echo '?')$([ "$c" = handshake ] && echo " ($(grep -c '^finished in' "$out") batches of $BATCH)")"
+            log "round $r/$ROUNDS $c $t: $(if [ "$c" = handshake ]; then echo "$(grep -c '^finished in' "$out") batches of $BATCH"; else grep -E '^Requests/sec|^finished in' "$out" || echo '?'; fi)"
         done
     done
 done
@@ -470,7 +470,7 @@ print()
 print(f"TLS benchmark {run_id}: {params['connections']} connections, {params['threads']} threads, "
       f"{params['duration_s']}s per run, h2 -m{params['h2_streams']}, median of {rounds} round(s), "
       f"{machine['nproc']} CPUs, load {machine['loadavg_at_report']}, {versions['channelgate_binary_path']}")
-print(f"{'case':<44} {'nginx':>10} {'channelgate':>12} {'ratio':>6}   {'nginx p99':>9} {'cg p99':>8}   errors n/cg")
+print(f"{'case':<44} {'nginx':>10} {'channelgate':>12} {'ratio':>6}   {'nginx ms':>9} {'cg ms':>8}   errors n/cg   (ms: p99 for wrk, mean for h2load)")
 for c in cases:
     n, g = med[("nginx", c)], med[("channelgate", c)]
     lat = {"h2": "mean_ms", "handshake": "connect_mean_ms"}.get(c, "p99_ms")
