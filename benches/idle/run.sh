@@ -8,7 +8,10 @@
 #   pushpin       Pushpin + a GRIP backend that subscribes each WebSocket to its group
 #                 (optional; Debian pushpin, installed when missing); RSS of the runner
 #                 and every service it starts (condure, zurl, proxy, handler)
-# with the same client tool (cg-load hold).
+#   channelgate-tls, nchan-tls
+#                 the same over TLS (wss://): an ECDSA P-256 certificate made with openssl
+#                 for this run, channelgate [tls] listen + certificates, nginx listen ssl
+# with the same client tool (cg-load hold, with --ca-file for wss).
 #
 #   benches/idle/run.sh [--n 10000] [--big] [--targets channelgate,daphne,nchan,pushpin]
 #                       [--groups 1] [--settle 3] [--concurrency 100]
@@ -16,11 +19,12 @@
 #
 # --big adds N = 50000 (needs 51k+ open files per process). Appends one JSON line per
 # (N, target) to benches/results/idle.jsonl and prints a table. Loopback only.
+# CHANNELGATE_BIN: run that channelgate binary instead of building target/release.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 RESULTS="$REPO/benches/results/idle.jsonl"
-BIN="$REPO/target/release/channelgate"
+BIN="${CHANNELGATE_BIN:-$REPO/target/release/channelgate}"
 LOAD="$REPO/benches/load/target/release/cg-load"
 PY="$REPO/.venv/bin/python"
 LIB="$REPO/benches/fanout/benchlib.py"
@@ -37,7 +41,7 @@ KEEP=0
 QUIET_PCT=25       # before each measurement, wait until the machine is at most this busy (CPU %) ...
 QUIET_WAIT=120     # ... for at most this many seconds, then measure anyway and say so
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 BENCH=idle
 # shellcheck source=../lib.sh
 source "$(dirname "$0")/../lib.sh"
@@ -64,13 +68,16 @@ num --settle "$SETTLE"; [ "$SETTLE" -le 120 ] || die "--settle must be at most 1
 num --concurrency "$CONCURRENCY"
 IFS=, read -r -a TARGET_LIST <<<"$TARGETS"
 for t in "${TARGET_LIST[@]}"; do
-    case "$t" in channelgate|daphne|nchan|pushpin) ;; *) die "unknown target '$t' (channelgate, daphne, nchan, pushpin)" ;; esac
+    case "$t" in channelgate|daphne|nchan|pushpin|channelgate-tls|nchan-tls) ;;
+        *) die "unknown target '$t' (channelgate, daphne, nchan, pushpin, channelgate-tls, nchan-tls)" ;; esac
 done
 
 # ------------------------------------------------------------------ setup ---
 [ -x "$PY" ] || "$REPO/scripts/setup"
 "$PY" -c 'import daphne, channels_rabbitmq' 2>/dev/null || "$REPO/scripts/setup"
-if [ "$BUILD" = 1 ] || [ ! -x "$BIN" ]; then
+if [ -n "${CHANNELGATE_BIN:-}" ]; then
+    [ -x "$BIN" ] || die "CHANNELGATE_BIN=$BIN is not an executable"
+elif [ "$BUILD" = 1 ] || [ ! -x "$BIN" ]; then
     log "cargo build --release (channelgate)"
     (cd "$REPO" && timeout 1800 cargo build --release --bin channelgate) >&2 || die "channelgate build failed"
 fi
@@ -85,7 +92,7 @@ for t in "${TARGET_LIST[@]}"; do
 done
 
 # The peers' Debian packages (benches/lib.sh), installed when missing.
-if [[ ",$TARGETS," == *,nchan,* ]] && ! ensure_nchan; then
+if [[ ",$TARGETS," == *,nchan,* || ",$TARGETS," == *,nchan-tls,* ]] && ! ensure_nchan; then
     die "nginx + nchan unavailable (apt-get install libnginx-mod-nchan failed or not root; see /tmp/cg-idle-apt.log)"
 fi
 if [[ ",$TARGETS," == *,pushpin,* ]] && ! ensure_pushpin; then
@@ -111,6 +118,23 @@ trap 'exit 130' INT TERM
 use_private_binary
 "$PY" "$LIB" machine >"$TMP/machine.json"
 "$PY" "$LIB" versions "$REPO" "$BIN" "$PY" >"$TMP/versions.json"
+if [[ ",$TARGETS," == *-tls,* ]]; then
+    # One ECDSA P-256 server certificate for both TLS targets, signed by a CA of this run
+    # (cg-load's --ca-file): rustls/webpki refuses a self-signed CA:TRUE certificate as
+    # the server's own.
+    command -v openssl >/dev/null 2>&1 || die "openssl is needed for the -tls targets"
+    mkdir -p "$TMP/pki"
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+        >"$TMP/pki/ext.cnf"
+    { openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=idle bench CA" \
+          -keyout "$TMP/pki/ca.key" -out "$TMP/pki/ca.pem" \
+      && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+          -keyout "$TMP/pki/key.pem" -out "$TMP/pki/req.csr" \
+      && openssl x509 -req -in "$TMP/pki/req.csr" -CA "$TMP/pki/ca.pem" -CAkey "$TMP/pki/ca.key" \
+          -CAcreateserial -days 2 -extfile "$TMP/pki/ext.cnf" -out "$TMP/pki/cert.pem"; } \
+        >"$TMP/pki/openssl.log" 2>&1 || die "openssl could not make the certificate"
+    chmod 644 "$TMP/pki/key.pem"
+fi
 
 log_problems() {  # LOG OFFSET OUT
     { tail -c +"$(($2 + 1))" "$1" 2>/dev/null | grep -aiE 'error|warn|panic|traceback|exception|critical' || true; } \
@@ -121,12 +145,20 @@ WS_PORT=""; ADMIN_PORT=""; SERVER_LOG=""; BACKEND_PID=""; PUSHPIN_SETTINGS=""
 start_server() {  # TARGET N
     WS_PORT="$("$PY" "$LIB" freeport)"; ADMIN_PORT=""
     SERVER_LOG="$TMP/$1-$2.log"
-    if [ "$1" = channelgate ]; then
+    local tls=0 listen_toml="" ssl=""
+    [[ "$1" == *-tls ]] && tls=1
+    if [ "$tls" = 1 ]; then
+        # [server] still needs a plain listener; the clients use the [tls] one.
+        listen_toml="[\"127.0.0.1:$("$PY" "$LIB" freeport)\"]"
+        ssl=" ssl"
+    fi
+    if [ "${1%-tls}" = channelgate ]; then
         ADMIN_PORT="$("$PY" "$LIB" freeport)"
-        local conf="$TMP/channelgate-$2.toml"
+        local conf="$TMP/$1-$2.toml"
+        [ -n "$listen_toml" ] || listen_toml="[\"127.0.0.1:$WS_PORT\"]"
         cat >"$conf" <<EOF
 [server]
-listen = ["127.0.0.1:$WS_PORT"]
+listen = $listen_toml
 threads = 2
 grace_period = "2s"
 upgrade_sock = "$TMP/upgrade.sock"
@@ -146,11 +178,21 @@ access_log = false
 path = "/ws/{g}/"
 groups = ["{g}"]
 EOF
+        if [ "$tls" = 1 ]; then
+            cat >>"$conf" <<EOF
+
+[tls]
+listen = ["127.0.0.1:$WS_PORT"]
+certificates = [{ cert = "$TMP/pki/cert.pem", key = "$TMP/pki/key.pem" }]
+EOF
+        fi
         "$BIN" check --config "$conf" >/dev/null 2>"$TMP/check.err" || { cat "$TMP/check.err" >&2; die "channelgate check failed"; }
         "$BIN" run --config "$conf" >"$SERVER_LOG" 2>&1 &
-    elif [ "$1" = nchan ]; then
+    elif [ "${1%-tls}" = nchan ]; then
         mkdir -p "$TMP/nginx-tmp"
-        cat >"$TMP/nchan-$2.conf" <<EOF
+        local ssl_conf=""
+        [ "$tls" = 1 ] && ssl_conf="ssl_certificate $TMP/pki/cert.pem; ssl_certificate_key $TMP/pki/key.pem;"
+        cat >"$TMP/$1-$2.conf" <<EOF
 load_module $NCHAN_MODULE;
 worker_processes 2;
 pid $TMP/nchan.pid;
@@ -165,7 +207,8 @@ http {
     uwsgi_temp_path $TMP/nginx-tmp/uwsgi;
     scgi_temp_path $TMP/nginx-tmp/scgi;
     server {
-        listen 127.0.0.1:$WS_PORT;
+        listen 127.0.0.1:$WS_PORT$ssl;
+        $ssl_conf
         location ~ "^/ws/([A-Za-z0-9._-]+)/\$" {
             nchan_subscriber websocket;
             nchan_channel_id \$1;
@@ -173,9 +216,9 @@ http {
     }
 }
 EOF
-        "$NGINX" -t -q -c "$TMP/nchan-$2.conf" -p "$TMP" -e "$SERVER_LOG" >/dev/null 2>"$TMP/check.err" \
+        "$NGINX" -t -q -c "$TMP/$1-$2.conf" -p "$TMP" -e "$SERVER_LOG" >/dev/null 2>"$TMP/check.err" \
             || { cat "$TMP/check.err" >&2; die "nginx -t failed"; }
-        "$NGINX" -c "$TMP/nchan-$2.conf" -p "$TMP" -e "$SERVER_LOG" -g 'daemon off;' >>"$SERVER_LOG" 2>&1 &
+        "$NGINX" -c "$TMP/$1-$2.conf" -p "$TMP" -e "$SERVER_LOG" -g 'daemon off;' >>"$SERVER_LOG" 2>&1 &
     elif [ "$1" = pushpin ]; then
         # The GRIP backend (stateless: it answers each WebSocket's OPEN with a subscribe to
         # the group in the path), then pushpin with a config of this run only; see
@@ -207,9 +250,10 @@ stop_server() {
     BACKEND_PID=""
 }
 
-urls() {  # N-independent: one URL per group
-    local g
-    for g in $(seq 1 "$GROUPS_N"); do printf -- '--url\nws://127.0.0.1:%s/ws/idle-%s-%s/\n' "$WS_PORT" "$RUN_ID" "$g"; done
+urls() {  # TARGET; N-independent: one URL per group
+    local g scheme=ws
+    if [[ "$1" == *-tls ]]; then scheme=wss; printf -- '--ca-file\n%s\n' "$TMP/pki/ca.pem"; fi
+    for g in $(seq 1 "$GROUPS_N"); do printf -- '--url\n%s://127.0.0.1:%s/ws/idle-%s-%s/\n' "$scheme" "$WS_PORT" "$RUN_ID" "$g"; done
 }
 
 measure() {  # TARGET N
@@ -221,7 +265,7 @@ measure() {  # TARGET N
     fi
     start_server "$target" "$n"
     local url_args=()
-    mapfile -t url_args < <(urls)
+    mapfile -t url_args < <(urls "$target")
     # Warm-up: first connections load code, start the channel layer, grow pools; they
     # should not count as per-connection memory.
     timeout 120 "$LOAD" connect "${url_args[@]}" -n "$WARMUP" --concurrency "$CONCURRENCY" \
@@ -281,7 +325,9 @@ measure() {  # TARGET N
         n="$n" groups="$GROUPS_N" settle_s="$SETTLE" warmup_connections="$WARMUP" concurrency="$CONCURRENCY" \
         server_settings="$(case "$target" in
             channelgate) echo 'threads=2, memory broker, [[ws]] defaults (ping 20s, send_queue 256)' ;;
+            channelgate-tls) echo 'threads=2, memory broker, [[ws]] defaults (ping 20s, send_queue 256), [tls] listen + certificates (ECDSA P-256), other [tls] keys default' ;;
             nchan) echo 'nginx worker_processes 2 (RSS of master + workers), nchan websocket subscriber defaults' ;;
+            nchan-tls) echo 'nginx worker_processes 2 (RSS of master + workers), nchan websocket subscriber defaults, listen ssl (ECDSA P-256), ssl_* defaults' ;;
             pushpin) echo "$PUSHPIN_SETTINGS (RSS of the runner + every service; the backend separately)" ;;
             *) echo 'daphne 1 process, defaults, channels_rabbitmq defaults' ;;
         esac)" \
@@ -305,6 +351,20 @@ echo
 echo "idle memory benchmark $RUN_ID: N=${N_LIST[*]} idle WebSocket connections over $GROUPS_N group(s)"
 echo "machine: $(nproc) CPUs, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
 "$PY" "$LIB" idle-table "$RESULTS" "$RUN_ID"
+# The table's ratio lines compare with the plain-text peers; add wss against wss.
+"$PY" - "$RESULTS" "$RUN_ID" <<'EOF'
+import json, sys
+by = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r.get("bench") == "idle" and r.get("run_id") == sys.argv[2]:
+        by[(r["n"], r["target"])] = r["summary"].get("bytes_per_connection")
+for (n, t), b in sorted(by.items()):
+    if t == "channelgate-tls" and b and by.get((n, "nchan-tls")):
+        print(f"  N={n} channelgate-tls/nchan-tls bytes per connection: {b / by[(n, 'nchan-tls')]:.2f}")
+    if t.endswith("-tls") and b and by.get((n, t[:-4])):
+        print(f"  N={n} {t}/{t[:-4]} (wss over ws) bytes per connection: {b / by[(n, t[:-4])]:.2f}")
+EOF
 for s in "${SKIPPED[@]}"; do echo "SKIPPED $s: not enough file descriptors (limit $NOFILE)"; done
 echo
 echo "results appended to ${RESULTS#"$REPO"/} (run_id $RUN_ID)"

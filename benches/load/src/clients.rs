@@ -17,16 +17,16 @@ use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::util::{self, parse_duration, parse_header};
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Options every client mode shares.
 #[derive(Args, Clone, Debug)]
 pub struct ClientOpts {
-    /// WebSocket URL (ws:// on a loopback address). Repeat to spread the clients over
+    /// WebSocket URL (ws:// or wss:// on a loopback address; wss needs --ca-file). Repeat to spread the clients over
     /// several URLs, e.g. several groups: client i uses URL i mod count.
     #[arg(long = "url", required = true)]
     pub urls: Vec<String>,
@@ -61,6 +61,11 @@ pub struct ClientOpts {
     #[arg(long, default_value_t = 8192)]
     pub read_buffer: usize,
 
+    /// PEM file of the CA (or self-signed certificate) that wss:// servers are checked
+    /// against (the certificate must name the URL's host, e.g. IP:127.0.0.1).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+
     /// Free-form label copied into the JSON line (e.g. the server under test).
     #[arg(long)]
     pub label: Option<String>,
@@ -79,9 +84,10 @@ struct Target {
 fn targets(urls: &[String]) -> Result<Vec<Target>, String> {
     urls.iter()
         .map(|u| {
-            let (scheme, host, port, _) = util::split_url(u, 80)?;
-            if scheme != "ws" {
-                return Err(format!("`{u}`: only ws:// URLs are supported"));
+            let default_port = if u.starts_with("wss://") { 443 } else { 80 };
+            let (scheme, host, port, _) = util::split_url(u, default_port)?;
+            if scheme != "ws" && scheme != "wss" {
+                return Err(format!("`{u}`: only ws:// and wss:// URLs are supported"));
             }
             Ok(Target {
                 url: u.clone(),
@@ -110,6 +116,7 @@ async fn connect_one(
     t: &Target,
     opts: &ClientOpts,
     cfg: WebSocketConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<Ws, String> {
     let sock = TcpSocket::new_v4().map_err(|e| format!("socket {:?}", e.kind()))?;
     if opts.source_ips > 0 && t.addr.is_ipv4() {
@@ -132,10 +139,31 @@ async fn connect_one(
         let value = HeaderValue::from_str(v).map_err(|_| format!("bad header value for {k}"))?;
         req.headers_mut().append(name, value);
     }
-    let (ws, _resp) = tokio_tungstenite::client_async_with_config(req, stream, Some(cfg))
+    // ws:// URLs stay plain whatever the connector; wss:// ones use it.
+    let connector = tls.map(Connector::Rustls).unwrap_or(Connector::Plain);
+    let (ws, _resp) = tokio_tungstenite::client_async_tls_with_config(req, stream, Some(cfg), Some(connector))
         .await
         .map_err(|e| error_kind(&e))?;
     Ok(ws)
+}
+
+/// A rustls client config trusting only the certificates in `ca` (PEM).
+fn tls_config(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    let pem = std::fs::read(ca).map_err(|e| format!("--ca-file {}: {e}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let c = c.map_err(|e| format!("--ca-file {}: {e}", ca.display()))?;
+        roots.add(c).map_err(|e| format!("--ca-file {}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("--ca-file {}: no certificate in it", ca.display()));
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
 }
 
 /// What the connect phase saw.
@@ -180,6 +208,13 @@ where
         return Err("--concurrency must be at least 1".into());
     }
     let targets = Arc::new(targets(&opts.urls)?);
+    let tls = match &opts.ca_file {
+        Some(p) => Some(tls_config(p)?),
+        None if opts.urls.iter().any(|u| u.starts_with("wss://")) => {
+            return Err("wss:// URLs need --ca-file".into());
+        }
+        None => None,
+    };
     let cfg = WebSocketConfig::default()
         .read_buffer_size(opts.read_buffer.max(256))
         .write_buffer_size(0)
@@ -205,11 +240,12 @@ where
             opts_arc.clone(),
             stop_rx.clone(),
         );
+        let tls = tls.clone();
         handles.push(tokio::spawn(async move {
             let permit = sem.acquire_owned().await.ok()?;
             let t = &targets[i % targets.len()];
             let t0 = Instant::now();
-            let res = tokio::time::timeout(opts.connect_timeout, connect_one(i, t, &opts, cfg)).await;
+            let res = tokio::time::timeout(opts.connect_timeout, connect_one(i, t, &opts, cfg, tls)).await;
             drop(permit);
             let elapsed = t0.elapsed().as_nanos() as u64;
             match res {
