@@ -141,9 +141,10 @@ async fn connect_one(
     }
     // ws:// URLs stay plain whatever the connector; wss:// ones use it.
     let connector = tls.map(Connector::Rustls).unwrap_or(Connector::Plain);
-    let (ws, _resp) = tokio_tungstenite::client_async_tls_with_config(req, stream, Some(cfg), Some(connector))
-        .await
-        .map_err(|e| error_kind(&e))?;
+    let (ws, _resp) =
+        tokio_tungstenite::client_async_tls_with_config(req, stream, Some(cfg), Some(connector))
+            .await
+            .map_err(|e| error_kind(&e))?;
     Ok(ws)
 }
 
