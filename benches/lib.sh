@@ -128,3 +128,54 @@ ensure_pushpin() {
     apt_install pushpin || true
     pushpin_ok
 }
+
+nginx_common() {   # nginx_common DIR: temp paths inside DIR, no access log (inside `http {}`)
+    cat <<CONF
+    access_log off;
+    client_body_temp_path $1/tmp/client_body;
+    proxy_temp_path       $1/tmp/proxy;
+    fastcgi_temp_path     $1/tmp/fastcgi;
+    uwsgi_temp_path       $1/tmp/uwsgi;
+    scgi_temp_path        $1/tmp/scgi;
+CONF
+}
+
+# nginx_proxy_conf DIR UPSTREAM_PORT LISTEN: writes DIR/nginx.conf, nginx as the reverse proxy
+# beside channelgate: 2 workers (= channelgate threads), upstream keepalive, no logging, and
+# the same headers channelgate adds, so both proxies do the same work. LISTEN: the server
+# block's listen (and ssl_*) lines.
+nginx_proxy_conf() {
+    local dir="$1" up="$2" listen="$3"
+    cat >"$dir/nginx.conf" <<CONF
+worker_processes 2;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+worker_rlimit_nofile 65536;
+events { worker_connections 16384; }
+http {
+$(nginx_common "$dir")
+    # Both close a client connection after 1000 requests by default (nginx
+    # keepalive_requests, channelgate [server] keepalive_requests); lift it in both.
+    keepalive_requests 10000000;
+    upstream app {
+        server 127.0.0.1:$up;
+        keepalive 64;
+        keepalive_requests 10000000;
+    }
+    server {
+$listen
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+            proxy_set_header X-Request-Id \$request_id;
+            add_header X-Request-Id \$request_id;
+        }
+    }
+}
+CONF
+}

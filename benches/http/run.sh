@@ -133,16 +133,6 @@ BODY='channelgate bench: a fixed 100-byte response body, the same bytes for ever
 BODY_BYTES=$(( ${#BODY} + 1 ))   # + the "\n" nginx appends from the escape in the config
 
 # ---------------------------------------------------------------- configs ---
-nginx_common() {   # nginx_common DIR: temp paths inside DIR, no access log
-    cat <<EOF
-    access_log off;
-    client_body_temp_path $1/tmp/client_body;
-    proxy_temp_path       $1/tmp/proxy;
-    fastcgi_temp_path     $1/tmp/fastcgi;
-    uwsgi_temp_path       $1/tmp/uwsgi;
-    scgi_temp_path        $1/tmp/scgi;
-EOF
-}
 
 mkdir -p "$T/upstream/tmp" "$T/proxy/tmp" "$T/channelgate" "$T/channelgate-unbuffered"
 head -c $((1 << 20)) /dev/urandom >"$T/upstream/1m.bin"
@@ -169,40 +159,7 @@ $(nginx_common "$T/upstream")
 }
 EOF
 
-cat >"$T/proxy/nginx.conf" <<EOF
-# nginx reverse proxy: 2 workers (= channelgate threads), upstream keepalive, no logging.
-worker_processes 2;
-pid $T/proxy/nginx.pid;
-error_log $T/proxy/error.log warn;
-worker_rlimit_nofile 65536;
-events { worker_connections 16384; }
-http {
-$(nginx_common "$T/proxy")
-    # Both close a client connection after 1000 requests by default (nginx
-    # keepalive_requests, channelgate [server] keepalive_requests); lift it in both.
-    keepalive_requests 10000000;
-    upstream app {
-        server 127.0.0.1:$P_UP;
-        keepalive 64;
-        keepalive_requests 10000000;
-    }
-    server {
-        listen 127.0.0.1:$P_NGX;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            # The same headers channelgate adds, so both proxies do the same work.
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$host;
-            proxy_set_header X-Request-Id \$request_id;
-            add_header X-Request-Id \$request_id;
-        }
-    }
-}
-EOF
+nginx_proxy_conf "$T/proxy" "$P_UP" "        listen 127.0.0.1:$P_NGX;"
 
 # cg_conf DIR PORT ADMIN_PORT BUFFERING: channelgate in front of the same upstream,
 # 2 threads, no access log, warn level; BUFFERING true (the default) or false.

@@ -114,16 +114,6 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
 chmod 644 "$T/pki/key.pem"   # nginx workers (nobody) never read it, but the master may drop root
 
 # ---------------------------------------------------------------- configs ---
-nginx_common() {
-    cat <<EOF
-    access_log off;
-    client_body_temp_path $1/tmp/client_body;
-    proxy_temp_path       $1/tmp/proxy;
-    fastcgi_temp_path     $1/tmp/fastcgi;
-    uwsgi_temp_path       $1/tmp/uwsgi;
-    scgi_temp_path        $1/tmp/scgi;
-EOF
-}
 mkdir -p "$T/upstream/tmp" "$T/proxy/tmp" "$T/channelgate"
 
 cat >"$T/upstream/nginx.conf" <<EOF
@@ -144,40 +134,10 @@ $(nginx_common "$T/upstream")
 }
 EOF
 
-cat >"$T/proxy/nginx.conf" <<EOF
-# nginx terminating TLS: 2 workers (= channelgate threads), upstream keepalive, no logging.
-worker_processes 2;
-pid $T/proxy/nginx.pid;
-error_log $T/proxy/error.log warn;
-worker_rlimit_nofile 65536;
-events { worker_connections 16384; }
-http {
-$(nginx_common "$T/proxy")
-    keepalive_requests 10000000;
-    upstream app {
-        server 127.0.0.1:$P_UP;
-        keepalive 64;
-        keepalive_requests 10000000;
-    }
-    server {
-        listen 127.0.0.1:$P_NGX ssl http2;
+nginx_proxy_conf "$T/proxy" "$P_UP" "        listen 127.0.0.1:$P_NGX ssl http2;
         ssl_certificate     $T/pki/cert.pem;
         ssl_certificate_key $T/pki/key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$host;
-            proxy_set_header X-Request-Id \$request_id;
-            add_header X-Request-Id \$request_id;
-        }
-    }
-}
-EOF
+        ssl_protocols TLSv1.2 TLSv1.3;"
 
 CG_CONF="$T/channelgate/channelgate.toml"
 cat >"$CG_CONF" <<EOF
