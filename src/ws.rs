@@ -5,6 +5,8 @@
 pub mod auth;
 mod calls;
 pub mod config;
+pub mod deflate;
+pub mod frame;
 pub mod handshake;
 mod inbound;
 pub mod ratelimit;
