@@ -715,9 +715,9 @@ mod tests {
         }
         fn decode(b: &mut Bits, (count, symbols): &(Vec<u16>, Vec<u16>)) -> usize {
             let (mut code, mut first, mut index) = (0i32, 0i32, 0i32);
-            for len in 1..16 {
+            for &n in &count[1..16] {
                 code |= b.get(1) as i32;
-                let n = count[len] as i32;
+                let n = n as i32;
                 if code - first < n {
                     return symbols[(index + code - first) as usize] as usize;
                 }
