@@ -218,6 +218,24 @@ thread_local! {
 /// (RFC 7692 7.2.1). None when the result would not be smaller than `payload`.
 /// `window_bits` is an [`Agreed::server_window_bits`] (9..=15; others are clamped).
 pub fn compress(payload: &[u8], level: u32, window_bits: u8) -> Option<Bytes> {
+    with_compressor(level, window_bits, |c| deflate_into(c, payload, false))
+}
+
+/// Like [`compress`], but also when the result is not smaller (None only if zlib fails).
+/// For peers that mishandle uncompressed messages on a deflate connection, such as the
+/// kosoku port of Autobahn used by tests/conformance: its 12.* and 13.* cases error
+/// ("Strings must be encoded before hashing") on any echo sent without RSV1, though
+/// RFC 7692 makes compression a per-message choice.
+pub fn compress_always(payload: &[u8], level: u32, window_bits: u8) -> Option<Bytes> {
+    with_compressor(level, window_bits, |c| deflate_into(c, payload, true))
+}
+
+/// Runs `f` with this thread's compressor, reset, at `level` and `window_bits`.
+fn with_compressor(
+    level: u32,
+    window_bits: u8,
+    f: impl FnOnce(&mut Compress) -> Option<Bytes>,
+) -> Option<Bytes> {
     let level = level.min(9);
     let bits = window_bits.clamp(9, 15);
     // try_with: None (send uncompressed) rather than panic during thread teardown.
@@ -232,26 +250,39 @@ pub fn compress(payload: &[u8], level: u32, window_bits: u8) -> Option<Bytes> {
         if !fresh {
             c.reset();
         }
-        deflate_into(c, payload)
+        f(c)
     });
     compressed.ok().flatten()
 }
 
-/// Deflates `payload` into a buffer as long as the payload plus the tail: when that is
-/// not enough room the result would not be smaller, and we stop there.
-fn deflate_into(c: &mut Compress, payload: &[u8]) -> Option<Bytes> {
-    let mut out = Vec::with_capacity(payload.len() + TAIL.len());
-    let status = c
-        .compress_vec(payload, &mut out, FlushCompress::Sync)
-        .ok()?;
-    // A sync flush is complete when all input was taken and room was left over.
-    let complete =
-        status == Status::Ok && c.total_in() == payload.len() as u64 && out.len() < out.capacity();
-    if !complete || !out.ends_with(&TAIL) {
+/// Deflates `payload` with a sync flush and strips the tail. Unless `always`, the output
+/// buffer is as long as the payload plus the tail: when that is not enough room the
+/// result would not be smaller, and we stop there.
+fn deflate_into(c: &mut Compress, payload: &[u8], always: bool) -> Option<Bytes> {
+    let mut out = Vec::with_capacity(payload.len() + TAIL.len() + if always { 64 } else { 0 });
+    loop {
+        // total_in counts from the reset: what this message's earlier rounds took.
+        let taken = (c.total_in() as usize).min(payload.len());
+        let status = c
+            .compress_vec(&payload[taken..], &mut out, FlushCompress::Sync)
+            .ok()?;
+        // A sync flush is complete when all input was taken and room was left over.
+        let complete = status == Status::Ok
+            && c.total_in() == payload.len() as u64
+            && out.len() < out.capacity();
+        if complete {
+            break;
+        }
+        if !always {
+            return None;
+        }
+        out.reserve(out.capacity());
+    }
+    if !out.ends_with(&TAIL) {
         return None;
     }
     out.truncate(out.len() - TAIL.len());
-    (out.len() < payload.len()).then(|| Bytes::from(out))
+    (always || out.len() < payload.len()).then(|| Bytes::from(out))
 }
 
 /// Inflates one compressed message (created at its first frame, dropped at its end).
@@ -628,6 +659,19 @@ mod tests {
         let a = compress(&text, 6, 15).unwrap();
         let _ = compress(&noise, 1, 9);
         assert_eq!(compress(&text, 6, 15).unwrap(), a);
+    }
+
+    #[test]
+    fn compress_always_compresses_what_does_not_shrink() {
+        let mut rng = StdRng::seed_from_u64(6);
+        let noise: Vec<u8> = (0..100_000).map(|_| rng.gen()).collect();
+        for payload in [&b""[..], b"Hello", &noise[..5000], &noise] {
+            let z = compress_always(payload, 6, 15).unwrap();
+            assert_eq!(inflate(&mut rng, &z, 15, payload.len()).unwrap(), payload);
+        }
+        assert_eq!(&compress_always(b"", 6, 15).unwrap()[..], &[0x00]); // RFC 7692 7.2.3.6
+        let text = json_like(&mut rng, 3000);
+        assert_eq!(compress_always(&text, 6, 15), compress(&text, 6, 15));
     }
 
     #[test]
