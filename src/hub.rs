@@ -1,10 +1,10 @@
 //! The group hub: local fan-out from a group (or one channel) to the connections in it.
-//! A message becomes a frame once; every member's bounded queue gets a clone of the same
-//! bytes. A full queue is the slow-client policy's decision, counted; nobody waits for it.
+//! A message becomes a frame once ([`crate::ws::prepared`]); every member's [`Link`] gets
+//! the same bytes, written to its socket at once when nothing is pending for it, else
+//! queued. A full queue is the slow-client policy's decision, counted; nobody waits for it.
 
 pub mod membership;
 pub mod message;
-pub mod queue;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,10 +12,10 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 pub use membership::{Membership, QueueLimits};
 pub use message::{Event, Outbound};
-pub use queue::{Queue, Recv, Refused};
 
 use crate::metrics::Metrics;
 use crate::ws::config::SlowClient;
+use crate::ws::link::{Link, Refused};
 
 /// Channels' group-name rule (channels.layers): `^[a-zA-Z\d\-_.]+$`, shorter than 100.
 pub fn check_group_name(name: &str) -> Result<(), String> {
@@ -37,7 +37,7 @@ pub fn check_group_name(name: &str) -> Result<(), String> {
 #[derive(Clone)]
 pub struct Member {
     pub id: u64,
-    queue: Arc<Queue>,
+    link: Arc<Link>,
     slow: SlowClient,
 }
 
@@ -82,16 +82,22 @@ impl Hub {
         let _ = self.listener.set(l);
     }
 
-    /// A new member with a queue bounded by `limits`; the queue also goes to the
-    /// connection's task, which reads it and closes it when the connection ends.
-    pub fn member(&self, limits: QueueLimits) -> (Member, Arc<Queue>) {
-        let queue = Arc::new(Queue::new(limits.messages, limits.bytes));
+    /// A new member whose link is bounded by `limits`; the link also goes to the
+    /// connection's task, which attaches the socket and closes it when the connection ends.
+    pub fn member(&self, limits: QueueLimits) -> (Member, Arc<Link>) {
+        let link = Arc::new(Link::new(
+            limits.messages,
+            limits.bytes,
+            limits.deflate,
+            self.metrics.ws.frames_out.clone(),
+            self.metrics.ws.bytes_out.clone(),
+        ));
         let m = Member {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            queue: queue.clone(),
+            link: link.clone(),
             slow: limits.slow,
         };
-        (m, queue)
+        (m, link)
     }
 
     // A poisoned lock means a panic while holding it, in code that does not panic; the data
@@ -174,7 +180,7 @@ impl Hub {
     }
 
     fn offer(&self, m: &Member, out: &Outbound, d: &mut Delivery) {
-        match m.queue.offer(out.clone()) {
+        match m.link.offer(out) {
             Ok(()) => d.delivered += 1,
             Err(Refused::Closed) => {}
             Err(Refused::Full) => {
@@ -193,7 +199,7 @@ impl Hub {
                             .drops
                             .with_label_values(&["slow_client_closed"])
                             .inc();
-                        m.queue.kick(1013);
+                        m.link.kick(1013);
                     }
                 }
             }
@@ -228,7 +234,9 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_tungstenite::tungstenite::Message;
+    use crate::ws::link::Event as LinkEvent;
+    use crate::ws::prepared::Prepared;
+    use std::future::poll_fn;
 
     #[test]
     fn group_names() {
@@ -245,9 +253,11 @@ mod tests {
             messages,
             bytes: 1 << 20,
             slow: SlowClient::Close,
+            deflate: None,
         };
-        let (a, queue_a) = hub.member(limits(8));
-        let (b, queue_b) = hub.member(limits(1));
+        // Not attached to sockets: deliveries queue.
+        let (a, link_a) = hub.member(limits(8));
+        let (b, link_b) = hub.member(limits(1));
         hub.join("g", &a);
         hub.join("g", &b);
         let ev = Event::text("t", "hi".into());
@@ -266,11 +276,26 @@ mod tests {
                 dropped: 1
             }
         );
-        assert_eq!(queue_b.recv().await, Recv::Kicked(1013));
         assert_eq!(
-            queue_a.recv().await,
-            Recv::Item(Outbound::Frame(Message::Text("hi".into())))
+            poll_fn(|cx| link_b.poll(cx, None)).await,
+            LinkEvent::Kicked(1013)
         );
+        assert_eq!(link_a.len(), 2);
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        link_a.attach(Box::new(ours));
+        // The task's first poll writes what was queued before the socket came.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(link_a.poll(&mut cx, None).is_pending());
+        let mut got = [0u8; 8];
+        tokio::io::AsyncReadExt::read_exact(&mut theirs, &mut got)
+            .await
+            .unwrap();
+        assert_eq!(&got, b"\x81\x02hi\x81\x02hi");
+        // Both got the very same frame bytes.
+        let Outbound::Frame(p) = ev.to_outbound().unwrap() else {
+            panic!()
+        };
+        assert_eq!(*p, Prepared::text("hi"));
         hub.leave("g", a.id);
         hub.leave("g", b.id);
         assert!(!hub.has_group("g"));

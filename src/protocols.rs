@@ -1,18 +1,71 @@
 //! Client protocols: what the frames on a route mean. `channels` (the default) is the
-//! route's `inbound` mode over fixed groups ([`crate::ws`]); `awx` is AWX's subscription
-//! protocol ([`awx`]); `amqp-bridge` is the CLU pass-through ([`bridge`]). Each is a small
-//! module over the shared connection and hub machinery.
+//! route's `inbound` mode over fixed groups ([`channels`]); `awx` is AWX's subscription
+//! protocol ([`awx`]); `amqp-bridge` is the CLU pass-through ([`bridge`]). Each implements
+//! [`ClientProtocol`] over the shared connection ([`Ctx`]): the WebSocket engine under them
+//! (codec, socket, queue) can change without touching them, and a new protocol is one
+//! module here plus a line in [`for_route`].
 
 pub mod awx;
 pub mod bridge;
+pub mod channels;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use pingora::http::RequestHeader;
 
+use crate::hub::{Delivery, Membership, Outbound};
+use crate::ws::config::{Protocol, RouteConfig};
+use crate::ws::frame::Message;
+use crate::ws::prepared::Prepared;
 use crate::ws::{Conn, Endpoint};
+
+/// What a protocol sees of its connection: the shared endpoint, who the client is, and its
+/// place in the hub (groups, and the way out for replies).
+#[derive(Clone)]
+pub struct Ctx {
+    pub ep: Arc<Endpoint>,
+    pub conn: Arc<Conn>,
+    pub membership: Arc<Membership>,
+}
+
+impl Ctx {
+    /// Sends `msg` to this client alone, through its queue (same bounds and slow-client
+    /// policy as group messages).
+    pub fn send(&self, msg: &Message) -> Delivery {
+        self.membership
+            .send(Outbound::Frame(Arc::new(Prepared::message(msg))))
+    }
+
+    /// Sends `v` as one text frame.
+    pub fn send_json(&self, v: &serde_json::Value) -> Delivery {
+        self.send(&Message::Text(v.to_string()))
+    }
+}
+
+/// One connection's protocol, holding that connection's state. The engine calls `open`
+/// once after the 101 (before any client frame is read), `message` for every text or
+/// binary message the client sends, in order, beside the connection's loop (so it may call
+/// the app and take its time; at most [`crate::ws::calls::PENDING`] messages wait), and
+/// `close` once when the connection has ended. Replies go through [`Ctx::send`].
+#[async_trait]
+pub trait ClientProtocol: Send {
+    fn open(&mut self, _cx: &Ctx) {}
+    async fn message(&mut self, cx: &Ctx, msg: Message);
+    fn close(&mut self, _cx: &Ctx) {}
+}
+
+/// The protocol a new connection on `route` speaks.
+pub fn for_route(route: &RouteConfig) -> Box<dyn ClientProtocol> {
+    match route.protocol {
+        Protocol::Channels => Box::new(channels::Channels),
+        Protocol::Awx => Box::new(awx::Awx::default()),
+        Protocol::AmqpBridge(_) => Box::new(bridge::BridgeClient),
+    }
+}
 
 /// Per-group decisions cached per connection, at most this many.
 const MAX_CACHED: usize = 4096;

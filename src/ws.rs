@@ -3,15 +3,18 @@
 //! from Pingora and served by its own task ([`session`]) until it closes.
 
 pub mod auth;
-mod calls;
+pub(crate) mod calls;
 pub mod config;
 pub mod deflate;
 pub mod frame;
 pub mod handshake;
-mod inbound;
+pub mod link;
+pub mod prepared;
 pub mod ratelimit;
 pub mod route;
 pub(crate) mod session;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,8 +23,6 @@ use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
 
 pub use config::RouteConfig;
 use handshake::Refusal;
@@ -32,16 +33,6 @@ use crate::hub::{Hub, Membership, QueueLimits};
 use crate::metrics::Metrics;
 use crate::shutdown::Drain;
 use crate::upstream::Upstreams;
-
-/// Most bytes a connection's write buffer may hold besides one frame's payload: the write
-/// batch (1460), a pong (127) and frame headers.
-const WRITE_BUFFER_SLACK: usize = 1460 + 127 + 14 * 2;
-
-/// The largest payload a connection may be sent: a broker message (16 MiB), or an echo of
-/// the largest message the route accepts.
-fn largest_frame(route: &RouteConfig) -> usize {
-    (crate::publish::MAX_BODY * 16).max(route.max_message)
-}
 
 /// Everything a WebSocket connection needs, shared by all of them.
 pub struct Endpoint {
@@ -160,7 +151,18 @@ impl Endpoint {
                 "bad_handshake",
             ));
         }
-        let (resp, _subprotocol) = handshake::accept(&req, &route)?;
+        let (mut resp, _subprotocol) = handshake::accept(&req, &route)?;
+        let deflate = handshake::deflate(&req, &route);
+        if let Some((_, answer)) = &deflate {
+            resp.insert_header("sec-websocket-extensions", answer.as_str())
+                .map_err(|e| {
+                    Refusal::new(
+                        500,
+                        format!("cannot build the handshake answer: {e}"),
+                        "bad_handshake",
+                    )
+                })?;
+        }
         let channel = new_channel_name(self.broker.instance());
         let client_ip = session
             .client_addr()
@@ -251,6 +253,11 @@ impl Endpoint {
             messages: route.send_queue,
             bytes: route.send_queue_bytes,
             slow: route.slow_client,
+            deflate: deflate.as_ref().map(|(agreed, _)| prepared::DeflateOut {
+                window_bits: agreed.server_window_bits,
+                level: route.compression.level,
+                min_size: route.compression.min_size,
+            }),
         };
         let membership = Arc::new(Membership::join(
             &self.hub,
@@ -273,38 +280,30 @@ impl Endpoint {
             .connects
             .with_label_values(&["accepted"])
             .inc();
-        let ws_config = WebSocketConfig::default()
-            // Small: tungstenite zero-fills this much at every read, so it is resident in
-            // every idle connection (4096 cost 3 KiB more each); a larger message takes a
-            // few more reads.
-            .read_buffer_size(1024)
-            // Frames collect up to about one TCP segment before a write (and a batch is
-            // flushed at its end). The buffer is allocated at the first message, so a
-            // connection that was never sent anything holds none.
-            .write_buffer_size(1460)
-            // The loop writes a frame only once the last one is flushed and reads nothing
-            // while a pong waits, so this holds one frame and one pong; the bound is the
-            // largest frame channelgate sends (a broker message) and a pong.
-            .max_write_buffer_size(largest_frame(&route) + WRITE_BUFFER_SLACK)
-            .max_message_size(Some(route.max_message))
-            .max_frame_size(Some(route.max_message));
         let stream = if self.unbuffer_streams {
             crate::proxy::unbuffered::unbuffered(detached.stream)
         } else {
             detached.stream
         };
-        let ws = WebSocketStream::from_partially_read(
-            stream,
-            detached.pre_read.to_vec(),
-            Role::Server,
-            Some(ws_config),
-        )
-        .await;
+        let reader = frame::ReaderLimits {
+            max_message: route.max_message,
+            deflate: deflate.map(|(agreed, _)| agreed.inflate),
+        };
         let guard = self.drain.enter();
         let ep = self.clone();
         // Reachable by shutdown: the session watches `shutdown` and closes with 1001, and
         // the drain waits for it through `guard`.
-        tokio::spawn(session::run(ep, Arc::new(conn), ws, membership, guard));
+        tokio::spawn(session::run(
+            session::Start {
+                ep,
+                conn: Arc::new(conn),
+                io: Box::new(stream),
+                pre_read: detached.pre_read,
+                reader,
+                membership,
+            },
+            guard,
+        ));
         Ok(())
     }
 }

@@ -6,8 +6,10 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use super::{Delivery, Hub, Member, Outbound, Queue};
+use super::{Delivery, Hub, Member, Outbound};
 use crate::ws::config::SlowClient;
+use crate::ws::link::Link;
+use crate::ws::prepared::DeflateOut;
 
 /// How a member's queue is bounded and what happens when it is full.
 #[derive(Clone, Copy, Debug)]
@@ -15,12 +17,14 @@ pub struct QueueLimits {
     pub messages: usize,
     pub bytes: usize,
     pub slow: SlowClient,
+    /// Compressed frames for a client that agreed permessage-deflate.
+    pub deflate: Option<DeflateOut>,
 }
 
 pub struct Membership {
     hub: Arc<Hub>,
     member: Member,
-    queue: Arc<Queue>,
+    link: Arc<Link>,
     channel: String,
     groups: Vec<String>,
     /// Groups joined after connecting; changed only through [`Membership::replace`].
@@ -38,7 +42,7 @@ impl Membership {
     /// Registers `channel` and joins `groups` (before the 101, so that a message published
     /// once the client is connected finds it; it waits in the queue until the session runs).
     pub fn join(hub: &Arc<Hub>, channel: &str, groups: &[String], limits: QueueLimits) -> Self {
-        let (member, queue) = hub.member(limits);
+        let (member, link) = hub.member(limits);
         hub.register_channel(channel, &member);
         for g in groups {
             hub.join(g, &member);
@@ -46,7 +50,7 @@ impl Membership {
         Membership {
             hub: hub.clone(),
             member,
-            queue,
+            link,
             channel: channel.to_string(),
             groups: groups.to_vec(),
             dynamic: Mutex::new(Dynamic::default()),
@@ -57,9 +61,9 @@ impl Membership {
         &self.member
     }
 
-    /// The queue the connection's session reads.
-    pub fn queue(&self) -> &Queue {
-        &self.queue
+    /// The connection's way out, which its session attaches the socket to.
+    pub fn link(&self) -> &Link {
+        &self.link
     }
 
     /// Queues `out` for this connection alone (a reply to its own frame), under the same
@@ -121,7 +125,7 @@ impl Membership {
             self.hub.leave(g, self.member.id);
         }
         self.hub.unregister_channel(&self.channel, self.member.id);
-        self.queue.close();
+        self.link.close();
     }
 }
 
@@ -141,6 +145,7 @@ mod tests {
         messages: 8,
         bytes: 1 << 20,
         slow: SlowClient::Close,
+        deflate: None,
     };
 
     #[test]
@@ -159,7 +164,7 @@ mod tests {
                 .delivered,
             1
         );
-        assert_eq!(m.queue().len(), 1);
+        assert_eq!(m.link().len(), 1);
         m.close();
         assert!(hub.groups().is_empty() && m.is_closed());
         assert!(m.replace(["late".into()].into()).1.is_empty());

@@ -2,9 +2,12 @@
 //! text frame, `bytes` → a binary frame, `type: "websocket.close"` → close the members,
 //! anything else → the event as JSON without its `__asgi_*` keys. Done once per message.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use tokio_tungstenite::tungstenite::Message;
+
+use crate::ws::prepared::Prepared;
 
 /// An event published to a group or a channel.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -18,7 +21,8 @@ pub struct Event {
 /// What a connection is told to do with one message.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outbound {
-    Frame(Message),
+    /// One frame, encoded once and shared by every member it goes to.
+    Frame(Arc<Prepared>),
     Close(u16, String),
 }
 
@@ -79,10 +83,10 @@ impl Event {
             return Ok(Outbound::Close(code, reason));
         }
         if let Some(Value::String(t)) = self.fields.get("text") {
-            return Ok(Outbound::Frame(Message::Text(t.clone().into())));
+            return Ok(Outbound::Frame(Arc::new(Prepared::text(t))));
         }
         if let Some(b) = &self.bytes {
-            return Ok(Outbound::Frame(Message::Binary(b.clone())));
+            return Ok(Outbound::Frame(Arc::new(Prepared::binary(b))));
         }
         let visible: Map<String, Value> = self
             .fields
@@ -90,9 +94,9 @@ impl Event {
             .filter(|(k, _)| !k.starts_with("__asgi_"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        Ok(Outbound::Frame(Message::Text(
-            Value::Object(visible).to_string().into(),
-        )))
+        Ok(Outbound::Frame(Arc::new(Prepared::text(
+            &Value::Object(visible).to_string(),
+        ))))
     }
 }
 
@@ -111,13 +115,13 @@ mod tests {
             ev(json!({"type": "x.y", "text": "hi"}))
                 .to_outbound()
                 .unwrap(),
-            Outbound::Frame(Message::Text("hi".into()))
+            Outbound::Frame(Arc::new(Prepared::text("hi")))
         );
         assert_eq!(
             Event::binary("x", Bytes::from_static(b"\x00\x01"))
                 .to_outbound()
                 .unwrap(),
-            Outbound::Frame(Message::Binary(Bytes::from_static(b"\x00\x01")))
+            Outbound::Frame(Arc::new(Prepared::binary(b"\x00\x01")))
         );
         assert_eq!(
             ev(json!({"type": "websocket.close", "code": 4001, "reason": "bye"}))
@@ -134,15 +138,15 @@ mod tests {
         assert!(ev(json!({"type": "websocket.close", "code": 1006}))
             .to_outbound()
             .is_err());
-        let Outbound::Frame(Message::Text(t)) =
-            ev(json!({"type": "a.b", "n": 1, "__asgi_group__": "g"}))
-                .to_outbound()
-                .unwrap()
+        let Outbound::Frame(p) = ev(json!({"type": "a.b", "n": 1, "__asgi_group__": "g"}))
+            .to_outbound()
+            .unwrap()
         else {
             panic!()
         };
+        assert!(p.is_text());
         assert_eq!(
-            serde_json::from_str::<Value>(&t).unwrap(),
+            serde_json::from_slice::<Value>(p.payload()).unwrap(),
             json!({"type": "a.b", "n": 1})
         );
         assert!(Event::from_json(json!([1])).is_err());

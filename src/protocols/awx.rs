@@ -7,35 +7,39 @@
 use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
-use super::Subscriptions;
+use super::{ClientProtocol, Ctx, Subscriptions};
 use crate::hub::{check_group_name, Membership, Outbound};
-use crate::ws::session::{send, Ws};
+use crate::ws::frame::Message;
+use crate::ws::prepared::Prepared;
 use crate::ws::{Conn, Endpoint};
 
 const DENIED: &str = "access denied to channel";
 
-/// The first message: `{"accept": true, "user": <id>}` (a number when the id is one).
-pub async fn on_open(ep: &Endpoint, conn: &Conn, ws: &mut Ws) -> Result<(), &'static str> {
-    let user = match conn.user.as_deref() {
-        Some(u) => u
-            .parse::<i64>()
-            .map(Value::from)
-            .unwrap_or_else(|_| Value::from(u)),
-        None => Value::Null,
-    };
-    send_json(ep, conn, ws, json!({"accept": true, "user": user})).await
+/// One AWX connection: its authorization answers so far (its subscriptions live in its
+/// membership).
+#[derive(Default)]
+pub struct Awx {
+    subs: Subscriptions,
 }
 
-async fn send_json(ep: &Endpoint, conn: &Conn, ws: &mut Ws, v: Value) -> Result<(), &'static str> {
-    send(
-        ep,
-        ws,
-        Message::Text(v.to_string().into()),
-        conn.route.send_timeout,
-    )
-    .await
+#[async_trait::async_trait]
+impl ClientProtocol for Awx {
+    /// The first message: `{"accept": true, "user": <id>}` (a number when the id is one).
+    fn open(&mut self, cx: &Ctx) {
+        let user = match cx.conn.user.as_deref() {
+            Some(u) => u
+                .parse::<i64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| Value::from(u)),
+            None => Value::Null,
+        };
+        cx.send_json(&json!({"accept": true, "user": user}));
+    }
+
+    async fn message(&mut self, cx: &Ctx, msg: Message) {
+        handle(&cx.ep, &cx.conn, &cx.membership, &mut self.subs, msg).await
+    }
 }
 
 /// The group name AWX forms from a key and a list entry: `format('{}-{}', key, oid)`.
@@ -65,7 +69,9 @@ fn count(ep: &Endpoint, outcome: &str) {
 
 /// Sends `v` to the client through its queue.
 fn reply(membership: &Membership, v: Value) {
-    membership.send(Outbound::Frame(Message::Text(v.to_string().into())));
+    membership.send(Outbound::Frame(std::sync::Arc::new(Prepared::text(
+        &v.to_string(),
+    ))));
 }
 
 /// One client message, beside the connection's loop ([`crate::ws::calls`]). `max_groups`
@@ -171,5 +177,121 @@ mod tests {
         assert_eq!(group_name("job_events", &json!(12)), "job_events-12");
         assert_eq!(oid_text(&json!(13)), "13");
         assert_eq!(group_name("x", &json!(true)), "x-True");
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    //! The AWX protocol over an in-memory stream: the real session, a tokio-tungstenite
+    //! client speaking as awx's UI does.
+    use futures::{SinkExt, StreamExt};
+    use serde_json::{json, Value};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+
+    use crate::hub::Event;
+    use crate::ws::testing::{endpoint, serve, Who};
+
+    async fn next_json(
+        client: &mut tokio_tungstenite::WebSocketStream<tokio::io::DuplexStream>,
+    ) -> Value {
+        loop {
+            match client.next().await {
+                Some(Ok(Ws::Text(t))) => return serde_json::from_str(&t).unwrap(),
+                Some(Ok(Ws::Ping(_) | Ws::Pong(_))) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    fn awx() -> std::sync::Arc<crate::ws::Endpoint> {
+        endpoint(
+            "127.0.0.1:1",
+            "[[ws]]\npath = \"/websocket/\"\nprotocol = \"awx\"\nmax_groups = 3\n",
+        )
+    }
+
+    fn user() -> Who {
+        Who {
+            user: Some("7".into()),
+            csrftoken: Some("tok".into()),
+            subscribe: Some(vec!["jobs-*".into(), "job_events-*".into()]),
+            ..Who::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn greets_subscribes_and_delivers() {
+        let ep = awx();
+        let (m, mut client) = serve(&ep, 0, user()).await;
+        assert_eq!(
+            next_json(&mut client).await,
+            json!({"accept": true, "user": 7})
+        );
+        let sub =
+            json!({"groups": {"jobs": ["status_changed"], "job_events": [12]}, "xrftoken": "tok"});
+        client.send(Ws::Text(sub.to_string().into())).await.unwrap();
+        let answer = next_json(&mut client).await;
+        assert_eq!(
+            answer["groups_current"],
+            json!(["job_events-12", "jobs-status_changed"])
+        );
+        assert_eq!(answer["groups_left"], json!([]));
+        let ev = Event::from_json(json!({"type": "job_event", "counter": 1})).unwrap();
+        assert_eq!(
+            ep.hub
+                .deliver_group("job_events-12", &ev)
+                .unwrap()
+                .delivered,
+            1
+        );
+        assert_eq!(next_json(&mut client).await["counter"], 1);
+        // A new subscription replaces the old one.
+        let sub = json!({"groups": {"jobs": ["status_changed"]}, "xrftoken": "tok"});
+        client.send(Ws::Text(sub.to_string().into())).await.unwrap();
+        let answer = next_json(&mut client).await;
+        assert_eq!(answer["groups_left"], json!(["job_events-12"]));
+        assert_eq!(m.subscribed(), vec!["jobs-status_changed".to_string()]);
+        assert!(!ep.hub.has_group("job_events-12"));
+    }
+
+    #[tokio::test]
+    async fn refuses_in_awx_words() {
+        let ep = awx();
+        let (m, mut client) = serve(&ep, 0, user()).await;
+        next_json(&mut client).await;
+        let wrong_token = json!({"groups": {"jobs": ["x"]}, "xrftoken": "nope"});
+        client
+            .send(Ws::Text(wrong_token.to_string().into()))
+            .await
+            .unwrap();
+        assert_eq!(
+            next_json(&mut client).await,
+            json!({"error": "access denied to channel"})
+        );
+        let not_allowed = json!({"groups": {"inventories": [1]}, "xrftoken": "tok"});
+        client
+            .send(Ws::Text(not_allowed.to_string().into()))
+            .await
+            .unwrap();
+        assert_eq!(
+            next_json(&mut client).await["error"],
+            "access denied to channel inventories for resource id 1"
+        );
+        next_json(&mut client).await; // the groups answer
+        let too_many = json!({"groups": {"jobs": [1, 2, 3, 4]}, "xrftoken": "tok"});
+        client
+            .send(Ws::Text(too_many.to_string().into()))
+            .await
+            .unwrap();
+        let error = next_json(&mut client).await["error"].to_string();
+        assert!(error.contains("at most 3 groups"), "{error}");
+        assert!(m.subscribed().is_empty());
+        // Not JSON: ignored, the connection stays.
+        client.send(Ws::Text("{".into())).await.unwrap();
+        client.send(Ws::Ping(vec![1].into())).await.unwrap();
+        assert_eq!(
+            client.next().await.unwrap().unwrap(),
+            Ws::Pong(vec![1].into())
+        );
     }
 }

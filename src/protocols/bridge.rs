@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::ws::frame::Message;
 use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{
@@ -20,7 +21,6 @@ use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use pingora::server::ShutdownWatch;
 use rand::Rng;
 use serde_json::{json, Map, Value};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::broker::amqp::redact;
 use crate::broker::connection::{self, Link};
@@ -273,6 +273,17 @@ fn amqp_to_json(v: &AMQPValue) -> Value {
     }
 }
 
+/// The `amqp-bridge` protocol of one connection: the exchange's messages reach it through
+/// the route's group; what it sends is a command.
+pub struct BridgeClient;
+
+#[async_trait::async_trait]
+impl super::ClientProtocol for BridgeClient {
+    async fn message(&mut self, cx: &super::Ctx, msg: Message) {
+        handle(&cx.ep, &cx.conn, msg).await
+    }
+}
+
 /// A client frame: `{"consumer", "command_string", "command_id"?}`; anything else is
 /// ignored (and counted), as CLU's server does.
 pub async fn handle(ep: &Endpoint, conn: &Conn, msg: Message) {
@@ -289,7 +300,6 @@ pub async fn handle(ep: &Endpoint, conn: &Conn, msg: Message) {
     let parsed: Option<Map<String, Value>> = match &msg {
         Message::Text(t) => serde_json::from_str(t).ok(),
         Message::Binary(b) => serde_json::from_slice(b).ok(),
-        _ => None,
     };
     let Some(m) = parsed else {
         return count("ignored");

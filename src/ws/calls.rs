@@ -1,24 +1,22 @@
-//! App calls beside the connection's loop: an `inbound = { http }` POST, a publish of a
-//! client frame (an AMQP confirm), AWX authorizations and amqp-bridge commands run in one
-//! task per connection, in the order the frames came, while the loop keeps draining the
-//! connection's queue, answering pings and hearing shutdown. Replies go back through the
-//! connection's own queue. At most [`PENDING`] frames wait; when they do, the loop stops
+//! The connection's protocol, beside its loop: every client message goes to the
+//! protocol's `message` ([`crate::protocols::ClientProtocol`]) in one task per connection,
+//! in the order the messages came, so an `inbound = { http }` POST, a publish (an AMQP
+//! confirm), AWX authorizations and amqp-bridge commands take their time while the loop
+//! keeps writing, answering pings and hearing shutdown. Replies go back through the
+//! connection's own queue. At most [`PENDING`] messages wait; when they do, the loop stops
 //! reading the client (TCP pushes back) rather than queueing more.
 //!
-//! Started at the first frame that needs it, so idle connections pay nothing. When the
-//! connection ends, the call in flight finishes (within its own timeout; shutdown waits
-//! for it through a drain guard) and frames still waiting are dropped, counted as
-//! `abandoned`.
-
-use std::sync::Arc;
+//! Started at the first message, so idle connections pay nothing. When the connection
+//! ends, the call in flight finishes (within its own timeout; shutdown waits for it
+//! through a drain guard), messages still waiting are dropped, counted as `abandoned`, and
+//! the protocol's `close` runs.
 
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::config::Protocol;
-use super::{inbound, Conn, Endpoint};
-use crate::hub::Membership;
-use crate::protocols::{self, Subscriptions};
+use super::frame::Message;
+use super::Conn;
+use crate::protocols::{channels, ClientProtocol, Ctx};
 use crate::shutdown::DrainGuard;
 
 /// Client frames that may wait for the app, per connection.
@@ -29,20 +27,11 @@ pub(super) struct Calls {
 }
 
 impl Calls {
-    pub(super) fn start(
-        ep: &Arc<Endpoint>,
-        conn: &Arc<Conn>,
-        membership: &Arc<Membership>,
-    ) -> Calls {
+    /// Hands the connection's protocol to its own task.
+    pub(super) fn start(cx: &Ctx, protocol: Box<dyn ClientProtocol>) -> Calls {
         let (tx, rx) = mpsc::channel(PENDING);
-        let guard = ep.drain.enter();
-        tokio::spawn(work(
-            ep.clone(),
-            conn.clone(),
-            membership.clone(),
-            rx,
-            guard,
-        ));
+        let guard = cx.ep.drain.enter();
+        tokio::spawn(work(cx.clone(), protocol, rx, guard));
         Calls { tx }
     }
 
@@ -72,32 +61,28 @@ pub(super) fn mode(conn: &Conn) -> &'static str {
     match &conn.route.protocol {
         Protocol::Awx => "awx",
         Protocol::AmqpBridge(_) => "amqp-bridge",
-        Protocol::Channels => inbound::mode(&conn.route.inbound),
+        Protocol::Channels => channels::mode(&conn.route.inbound),
     }
 }
 
 async fn work(
-    ep: Arc<Endpoint>,
-    conn: Arc<Conn>,
-    membership: Arc<Membership>,
+    cx: Ctx,
+    mut protocol: Box<dyn ClientProtocol>,
     mut rx: mpsc::Receiver<Message>,
     guard: DrainGuard,
 ) {
-    let mut subs = Subscriptions::default();
     while let Some(m) = rx.recv().await {
-        if membership.is_closed() {
-            ep.metrics
+        if cx.membership.is_closed() {
+            cx.ep
+                .metrics
                 .ws
                 .inbound
-                .with_label_values(&[mode(&conn), "abandoned"])
+                .with_label_values(&[mode(&cx.conn), "abandoned"])
                 .inc();
             continue;
         }
-        match &conn.route.protocol {
-            Protocol::Channels => inbound::call(&ep, &conn, &membership, m).await,
-            Protocol::Awx => protocols::awx::handle(&ep, &conn, &membership, &mut subs, m).await,
-            Protocol::AmqpBridge(_) => protocols::bridge::handle(&ep, &conn, m).await,
-        }
+        protocol.message(&cx, m).await;
     }
+    protocol.close(&cx);
     drop(guard);
 }

@@ -52,6 +52,10 @@ pub struct RouteConfig {
     pub authorize: Option<AuthConfig>,
     /// `awx`: most groups one connection may subscribe to. Default 100.
     pub max_groups: usize,
+    /// permessage-deflate (RFC 7692): `compression = "deflate"` (the default: used when the
+    /// client offers it) or `"off"`; messages shorter than `compression_min_size` (default
+    /// 256 bytes) go uncompressed; `compression_level` 1-9 (default 6).
+    pub compression: crate::ws::deflate::DeflateConfig,
 }
 
 impl RouteConfig {
@@ -144,6 +148,9 @@ pub(crate) struct RawRoute {
     authorize: Option<RawAuth>,
     max_groups: Option<usize>,
     bridge: Option<RawBridge>,
+    compression: Option<String>,
+    compression_min_size: Option<RawSize>,
+    compression_level: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -500,6 +507,36 @@ impl RawRoute {
         } else {
             SlowClient::Close
         };
+        let compression = crate::ws::deflate::DeflateConfig {
+            enabled: match self.compression.as_deref() {
+                None | Some("deflate") => true,
+                Some("off") => false,
+                Some(other) => {
+                    errs.add(
+                        &path.key("compression"),
+                        format!("`{other}` is not a compression; use \"deflate\" or \"off\""),
+                    );
+                    false
+                }
+            },
+            min_size: size(
+                self.compression_min_size,
+                256,
+                &path.key("compression_min_size"),
+                errs,
+            ) as usize,
+            level: match self.compression_level {
+                None => 6,
+                Some(l @ 1..=9) => l,
+                Some(l) => {
+                    errs.add(
+                        &path.key("compression_level"),
+                        format!("{l} is not a level; use 1 (fastest) to 9 (smallest)"),
+                    );
+                    6
+                }
+            },
+        };
         Some(RouteConfig {
             path: tpl,
             groups,
@@ -548,6 +585,7 @@ impl RawRoute {
                 }
                 n => n.unwrap_or(100),
             },
+            compression,
         })
     }
 }

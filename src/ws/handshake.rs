@@ -5,6 +5,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::config::{Origins, RouteConfig};
+use super::deflate::{self, Agreed};
 
 /// A handshake refused before any 101: the status, a short reason for the body, and the
 /// `outcome` label it is counted under.
@@ -62,6 +63,20 @@ pub fn origin_allowed(req: &RequestHeader, origins: &Origins, https: bool) -> bo
             (!https || scheme == "https") && host.is_some_and(|h| h == origin_host)
         }
     }
+}
+
+/// permessage-deflate for this connection, when the route allows it and the client offers
+/// an acceptable variant: the agreement and the Sec-WebSocket-Extensions answer.
+pub fn deflate(req: &RequestHeader, route: &RouteConfig) -> Option<(Agreed, String)> {
+    if !route.compression.enabled {
+        return None;
+    }
+    let offers = req
+        .headers
+        .get_all("sec-websocket-extensions")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    deflate::negotiate(offers, header(req, "user-agent"))
 }
 
 /// Validates the upgrade request and builds the 101; `Err` says why not.

@@ -1,34 +1,30 @@
-//! One WebSocket connection's life after the 101: a single loop over shutdown, the kick
-//! (slow client), inbound frames, outbound messages and the timers. Read it top to bottom
-//! to know every way a connection ends; its [`Membership`] guard leaves its groups on
-//! every one of them. The loop never waits for the app: calls run beside it
-//! ([`super::calls`]). Every client is bounded: one pending pong, one frame in the write
-//! buffer, `send_queue`/`send_queue_bytes` queued, `inbound_rate` frames read.
+//! One WebSocket connection's life after the 101: a single loop over shutdown, the
+//! timers, what the connection's [`Link`] reports (bytes read, writes stalled or drained,
+//! a kick, a close the app asked for) and the client's frames. Read it top to bottom to
+//! know every way a connection ends; its [`Membership`] guard leaves its groups on every
+//! one of them. Messages to the client do not pass through here: the hub writes them to the
+//! socket through the link, and this task only finishes what the socket did not take. The
+//! loop never waits for the app: the protocol runs beside it ([`super::calls`]). Every
+//! client is bounded: one pending pong, `send_queue`/`send_queue_bytes` queued,
+//! `inbound_rate` messages read, `max_message` per message (inflated), nothing read while
+//! our writes wait for it.
 
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::future::poll_fn;
-use std::task::{Context, Poll};
-
-use futures::{SinkExt, StreamExt};
-use pingora::protocols::Stream;
+use bytes::{Bytes, BytesMut};
 use tokio::time::{sleep_until, Instant as TokioInstant};
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
 use super::calls::{self, Calls};
-use super::config::{InboundLimit, Protocol, RouteConfig};
+use super::config::{InboundLimit, RouteConfig};
+use super::frame::{self, Event as Frame, Reader, ReaderLimits, OP_CLOSE, OP_PING, OP_PONG};
+use super::link::{Event, Io, Link};
 use super::ratelimit::Bucket;
-use super::{inbound, Conn, Endpoint};
-use crate::hub::{Membership, Outbound, Queue, Recv};
-use crate::protocols;
+use super::{Conn, Endpoint};
+use crate::hub::Membership;
+use crate::protocols::{self, Ctx};
 use crate::shutdown::DrainGuard;
-
-pub(crate) type Ws = WebSocketStream<Stream>;
 
 /// How a connection ended: the close code (1006 when no close frame was exchanged) and who
 /// ended it.
@@ -46,95 +42,13 @@ impl Ending {
             reason: reason.into(),
         }
     }
-}
 
-/// Counts frames and bytes sent.
-pub(crate) async fn send(
-    ep: &Endpoint,
-    ws: &mut Ws,
-    msg: Message,
-    limit: Duration,
-) -> Result<(), &'static str> {
-    let len = msg.len() as u64;
-    match tokio::time::timeout(limit, ws.send(msg)).await {
-        Ok(Ok(())) => {
-            ep.metrics.ws.frames_out.inc();
-            ep.metrics.ws.bytes_out.inc_by(len);
-            Ok(())
-        }
-        Ok(Err(_)) => Err("write failed"),
-        Err(_) => Err("write timed out"),
-    }
-}
-
-/// Most queued messages written before one flush.
-const BATCH: usize = 64;
-
-/// Writes `first` and whatever else is already queued (up to [`BATCH`]) with one flush:
-/// during a burst a client's frames leave in few writes instead of one each. Returns the
-/// frames written and, when the queue held a close, that close.
-///
-/// Written against the `Sink` poll functions: `feed` futures would each hold another copy
-/// of a message, and this future's size is paid by every idle connection's task.
-async fn send_queued(
-    ep: &Endpoint,
-    ws: &mut Ws,
-    queue: &Queue,
-    first: Message,
-    limit: Duration,
-) -> Result<(u64, Option<(u16, String)>), &'static str> {
-    let write = async {
-        let (mut frames, mut bytes, mut close) = (0u64, 0u64, None);
-        let mut next = Some(first);
-        while let Some(m) = next.take() {
-            bytes += m.len() as u64;
-            poll_fn(|cx| ws.poll_ready_unpin(cx)).await?;
-            ws.start_send_unpin(m)?;
-            frames += 1;
-            if frames as usize >= BATCH {
-                break;
-            }
-            match queue.try_recv() {
-                Some(Outbound::Frame(m)) => next = Some(m),
-                Some(Outbound::Close(code, reason)) => close = Some((code, reason)),
-                None => {}
-            }
-        }
-        poll_fn(|cx| ws.poll_flush_unpin(cx)).await?;
-        Ok::<_, WsError>((frames, bytes, close))
-    };
-    match tokio::time::timeout(limit, write).await {
-        Ok(Ok((frames, bytes, close))) => {
-            ep.metrics.ws.frames_out.inc_by(frames);
-            ep.metrics.ws.bytes_out.inc_by(bytes);
-            Ok((frames, close))
-        }
-        Ok(Err(_)) => Err("write failed"),
-        Err(_) => Err("write timed out"),
-    }
-}
-
-/// Maps a read error to the close code the RFC asks for.
-fn read_error(e: &WsError) -> Ending {
-    match e {
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-            Ending::server(1009, "message too big")
-        }
-        WsError::Utf8(_) => Ending::server(1007, "invalid UTF-8 in a text message"),
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
-        | WsError::ConnectionClosed
-        | WsError::AlreadyClosed => Ending {
+    fn dropped(by: &'static str, reason: &str) -> Ending {
+        Ending {
             code: 1006,
-            by: "client",
-            reason: "connection dropped".into(),
-        },
-        WsError::Protocol(_) => Ending::server(1002, "protocol error"),
-        WsError::Io(_) => Ending {
-            code: 1006,
-            by: "client",
-            reason: "connection dropped".into(),
-        },
-        _ => Ending::server(1011, "internal error"),
+            by,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -254,178 +168,226 @@ impl Timers {
     }
 }
 
-/// What the connection's socket did: a frame (or the end) from the client, or the pending
-/// write finished.
-enum Io {
-    Read(Option<Result<Message, WsError>>),
-    Written(Result<(), WsError>),
+/// A connection just taken over: who it is, its socket and what was read past the
+/// handshake, how its frames are read, and its place in the hub.
+pub(crate) struct Start {
+    pub ep: Arc<Endpoint>,
+    pub conn: Arc<Conn>,
+    pub io: Box<dyn Io>,
+    pub pre_read: Bytes,
+    pub reader: ReaderLimits,
+    pub membership: Arc<Membership>,
 }
 
-/// Polls the socket: while a write is pending (a pong the client has not taken), only
-/// that write, so a client that sends without reading is not read from either (its TCP
-/// window fills) and holds at most one pending pong; otherwise the next frame.
-fn poll_io(ws: &mut Ws, writing: bool, cx: &mut Context<'_>) -> Poll<Io> {
-    if writing {
-        ws.poll_flush_unpin(cx).map(Io::Written)
-    } else {
-        ws.poll_next_unpin(cx).map(Io::Read)
-    }
+/// Writes our close frame, then reads until the client's close (or its end), within
+/// `limit` in all, and shuts the socket down.
+async fn close_handshake(
+    link: &Link,
+    reader: &mut Reader,
+    buf: &mut BytesMut,
+    frame: Bytes,
+    wait_reply: bool,
+    limit: Duration,
+) {
+    link.begin_close(frame, false);
+    let closing = async {
+        poll_fn(|cx| link.poll_flush(cx)).await.ok()?;
+        while wait_reply {
+            match reader.next(buf) {
+                Ok(Some(Frame::Close(_))) | Err(_) => break,
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+            }
+            let want = reader.wants();
+            if poll_fn(|cx| link.poll_read(cx, buf, want)).await.ok()? == 0 {
+                break;
+            }
+        }
+        poll_fn(|cx| link.poll_shutdown(cx)).await.ok()
+    };
+    let _ = tokio::time::timeout(limit, closing).await;
 }
 
 /// Serves one connection until it ends. Not an `async fn`: its arguments are used in
 /// place by the returned future instead of being moved into a second copy of themselves,
-/// which would sit in every connection's task (about 600 bytes).
-pub(super) fn run(
-    ep: Arc<Endpoint>,
-    conn: Arc<Conn>,
-    mut ws: Ws,
-    membership: Arc<Membership>,
-    guard: DrainGuard,
-) -> impl std::future::Future<Output = ()> + Send {
+/// which would sit in every connection's task.
+pub(super) fn run(start: Start, guard: DrainGuard) -> impl std::future::Future<Output = ()> + Send {
     async move {
+        let Start {
+            ep,
+            conn,
+            io,
+            pre_read,
+            reader,
+            membership,
+        } = start;
         let route = conn.route.clone();
         let route_label = route.path.to_string();
         let open = ep.metrics.ws.open.with_label_values(&[&route_label]);
         open.inc();
         let started = Instant::now();
-        let (mut frames_in, mut frames_out) = (0u64, 0u64);
+        let mut frames_in = 0u64;
+        let link = membership.link();
+        link.attach(io);
+        let mut reader = Reader::new(reader);
+        let mut buf = BytesMut::from(&pre_read[..]);
+        drop(pre_read);
         let mut shutdown = ep.shutdown.clone();
         let mut timers = Timers::new(&route, TokioInstant::now());
         let armed = timers.armed();
         let timer = sleep_until(timers.next(TokioInstant::now()));
         tokio::pin!(timer);
         let mut bucket = Bucket::new(route.inbound_rate, route.inbound_burst, TokioInstant::now());
-        // Started at the first frame that calls the app.
-        let mut calls: Option<Calls> = None;
-        let opened = match route.protocol {
-            // Boxed: only AWX routes greet, and the future would sit in every task.
-            Protocol::Awx => Box::pin(protocols::awx::on_open(&ep, &conn, &mut ws)).await,
-            _ => Ok(()),
+        let cx = Ctx {
+            ep: ep.clone(),
+            conn: conn.clone(),
+            membership: membership.clone(),
         };
+        // The protocol stays here until the first message, then moves beside the loop.
+        let mut protocol = Some(protocols::for_route(&route));
+        if let Some(p) = protocol.as_mut() {
+            p.open(&cx);
+        }
+        let mut calls: Option<Calls> = None;
+        // Our writes wait for the client to read.
+        let mut stalled = false;
 
-        let ending: Ending = if let Err(e) = opened {
-            Ending {
-                code: 1006,
-                by: "server",
-                reason: e.into(),
-            }
-        } else {
-            loop {
-                let writing = timers.write_at.is_some();
-                // While the app is behind on this connection's frames, the client is not
-                // read (TCP pushes back); everything else goes on.
-                let calls_full = calls.as_ref().is_some_and(|c| !c.has_room());
-                tokio::select! {
-                    _ = shutting_down(&mut shutdown) => break Ending::server(1001, "server shutting down"),
-                    _ = &mut timer, if armed || writing => {
-                        let now = TokioInstant::now();
-                        match timers.due(now, !calls_full) {
-                            Due::WriteStuck => break Ending { code: 1006, by: "server", reason: "write timed out".into() },
-                            Due::Lifetime => break Ending::server(1001, "connection lifetime reached"),
-                            Due::Idle => break Ending::server(1001, "idle timeout"),
-                            Due::Silent => break Ending { code: 1006, by: "server", reason: "no answer to pings".into() },
-                            Due::Ping => {
-                                if let Err(e) = send(&ep, &mut ws, Message::Ping(Default::default()), route.send_timeout).await {
-                                    break Ending { code: 1006, by: "server", reason: e.into() };
-                                }
-                            }
-                            Due::Nothing => {}
-                        }
-                        timer.as_mut().reset(timers.next(TokioInstant::now()));
-                    }
-                    out = membership.queue().recv() => match out {
-                        Recv::Kicked(code) => break Ending::server(code, "too slow: messages queued faster than the client reads"),
-                        Recv::Item(Outbound::Frame(m)) => match send_queued(&ep, &mut ws, membership.queue(), m, route.send_timeout).await {
-                            Ok((n, close)) => {
-                                frames_out += n;
-                                if let Some((code, reason)) = close {
-                                    break Ending::server(code, &reason);
-                                }
-                            }
-                            Err(e) => break Ending { code: 1006, by: "server", reason: e.into() },
-                        },
-                        Recv::Item(Outbound::Close(code, reason)) => break Ending::server(code, &reason),
-                    },
-                    // Boxed: polled only while the app is behind; inline, its ~180 bytes
-                    // would sit in every idle connection's task.
-                    _ = async { if let Some(c) = &calls { Box::pin(c.room()).await } }, if calls_full => {}
-                    io = poll_fn(|cx| poll_io(&mut ws, writing, cx)), if writing || !calls_full => {
-                        let frame = match io {
-                            Io::Written(Ok(())) => {
-                                timers.written();
-                                continue;
-                            }
-                            Io::Written(Err(_)) => break Ending { code: 1006, by: "server", reason: "write failed".into() },
-                            Io::Read(frame) => frame,
+        let ending: Ending = 'conn: loop {
+            // What was read, frame by frame, while the protocol has room for messages.
+            while calls.as_ref().is_none_or(|c| c.has_room()) {
+                let event = match reader.next(&mut buf) {
+                    Ok(Some(e)) => e,
+                    Ok(None) => break,
+                    Err(fail) => break 'conn Ending::server(fail.code(), fail.reason()),
+                };
+                let now = TokioInstant::now();
+                timers.heard(now);
+                match event {
+                    Frame::Close(f) => {
+                        ep.metrics.ws.frames_in.with_label_values(&["close"]).inc();
+                        let (code, reason) = f.unwrap_or((1005, String::new()));
+                        break 'conn Ending {
+                            code,
+                            by: "client",
+                            reason,
                         };
-                        let now = TokioInstant::now();
-                        timers.heard(now);
-                        match frame {
-                            None => break Ending { code: 1006, by: "client", reason: "connection dropped".into() },
-                            Some(Err(e)) => break read_error(&e),
-                            Some(Ok(Message::Close(f))) => {
-                                ep.metrics.ws.frames_in.with_label_values(&["close"]).inc();
-                                let code = f.as_ref().map_or(1005, |f| u16::from(f.code));
-                                // tungstenite answers the close itself; flush that answer.
-                                let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
-                                break Ending { code, by: "client", reason: f.map(|f| f.reason.to_string()).unwrap_or_default() };
-                            }
-                            Some(Ok(Message::Ping(_))) => {
-                                ep.metrics.ws.frames_in.with_label_values(&["ping"]).inc();
-                                // tungstenite queued the pong (replacing any older one); the
-                                // client must take it within send_timeout.
-                                timers.writing(now, route.send_timeout);
-                                timer.as_mut().reset(timers.next(now));
-                            }
-                            Some(Ok(Message::Pong(_))) => ep.metrics.ws.frames_in.with_label_values(&["pong"]).inc(),
-                            Some(Ok(Message::Frame(_))) => {}
-                            Some(Ok(m)) => {
-                                frames_in += 1;
-                                let kind = if m.is_text() { "text" } else { "binary" };
-                                ep.metrics.ws.frames_in.with_label_values(&[kind]).inc();
-                                if !bucket.take(now) {
-                                    let mode = calls::mode(&conn);
-                                    ep.metrics.ws.inbound.with_label_values(&[mode, "rate_limited"]).inc();
-                                    match route.inbound_limit {
-                                        InboundLimit::Close => break Ending::server(1008, "rate limit"),
-                                        InboundLimit::Drop => continue,
-                                    }
+                    }
+                    Frame::Ping(payload) => {
+                        ep.metrics.ws.frames_in.with_label_values(&["ping"]).inc();
+                        // A newer pong replaces one still waiting; the client must take it
+                        // within send_timeout (the link reports the stall).
+                        link.send_control(frame::encode(OP_PONG, false, &payload));
+                    }
+                    Frame::Pong(_) => ep.metrics.ws.frames_in.with_label_values(&["pong"]).inc(),
+                    Frame::Message(m) => {
+                        frames_in += 1;
+                        let kind = if m.is_text() { "text" } else { "binary" };
+                        ep.metrics.ws.frames_in.with_label_values(&[kind]).inc();
+                        if !bucket.take(now) {
+                            let mode = calls::mode(&conn);
+                            ep.metrics
+                                .ws
+                                .inbound
+                                .with_label_values(&[mode, "rate_limited"])
+                                .inc();
+                            match route.inbound_limit {
+                                InboundLimit::Close => {
+                                    break 'conn Ending::server(1008, "rate limit")
                                 }
-                                let m = match route.protocol {
-                                    Protocol::Channels => match inbound::at_once(&ep, &conn, &membership, m) {
-                                        None => continue,
-                                        Some(m) => m,
-                                    },
-                                    _ => m,
-                                };
-                                let c = calls.get_or_insert_with(|| Calls::start(&ep, &conn, &membership));
-                                if !c.submit(m) {
-                                    ep.metrics.ws.inbound.with_label_values(&[calls::mode(&conn), "error"]).inc();
-                                }
+                                InboundLimit::Drop => continue,
                             }
+                        }
+                        let c = calls.get_or_insert_with(|| {
+                            let p = protocol
+                                .take()
+                                .unwrap_or_else(|| protocols::for_route(&route));
+                            Calls::start(&cx, p)
+                        });
+                        if !c.submit(m) {
+                            ep.metrics
+                                .ws
+                                .inbound
+                                .with_label_values(&[calls::mode(&conn), "error"])
+                                .inc();
                         }
                     }
                 }
             }
+            if buf.is_empty() {
+                // Everything read was taken: an idle connection keeps no read buffer.
+                buf = BytesMut::new();
+            }
+            // While the app is behind on this connection's messages, the client is not
+            // read (TCP pushes back); everything else goes on.
+            let calls_full = calls.as_ref().is_some_and(|c| !c.has_room());
+            let want = reader.wants();
+            tokio::select! {
+                _ = shutting_down(&mut shutdown) => break Ending::server(1001, "server shutting down"),
+                _ = &mut timer, if armed || stalled => {
+                    let now = TokioInstant::now();
+                    match timers.due(now, !calls_full && !stalled) {
+                        Due::WriteStuck => break Ending::dropped("server", "write timed out"),
+                        Due::Lifetime => break Ending::server(1001, "connection lifetime reached"),
+                        Due::Idle => break Ending::server(1001, "idle timeout"),
+                        Due::Silent => break Ending::dropped("server", "no answer to pings"),
+                        Due::Ping => link.send_control(frame::encode(OP_PING, false, &[])),
+                        Due::Nothing => {}
+                    }
+                    timer.as_mut().reset(timers.next(TokioInstant::now()));
+                }
+                // Boxed: polled only while the app is behind; inline, its ~180 bytes
+                // would sit in every idle connection's task.
+                _ = async { if let Some(c) = &calls { Box::pin(c.room()).await } }, if calls_full => {}
+                event = poll_fn(|cx| link.poll(cx, (!calls_full).then_some((&mut buf, want)))) => match event {
+                    Event::Read(_) => {}
+                    Event::Eof | Event::ReadFailed => break Ending::dropped("client", "connection dropped"),
+                    Event::WriteFailed => break Ending::dropped("server", "write failed"),
+                    Event::Kicked(code) => break Ending::server(code, "too slow: messages queued faster than the client reads"),
+                    Event::Close(code, reason) => break Ending::server(code, &reason),
+                    Event::Stalled => {
+                        stalled = true;
+                        let now = TokioInstant::now();
+                        timers.writing(now, route.send_timeout);
+                        timer.as_mut().reset(timers.next(now));
+                    }
+                    Event::Drained => {
+                        stalled = false;
+                        timers.written();
+                    }
+                },
+            }
         };
 
-        if ending.by == "server" && ending.code != 1006 {
-            let frame = CloseFrame {
-                code: CloseCode::from(ending.code),
-                reason: ending.reason.clone().into(),
+        if ending.code != 1006 {
+            // Our close, or the answer to the client's (the same code; none for 1005).
+            let answer = match ending.by {
+                "server" => frame::close_payload(ending.code, &ending.reason),
+                _ => frame::close_payload(ending.code, ""),
             };
-            // Send our close and give the client a moment to answer it.
-            let closing = async {
-                ws.close(Some(frame)).await.ok()?;
-                while let Some(Ok(_)) = ws.next().await {}
-                Some(())
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+            let wait_reply = ending.by == "server";
+            let limit = Duration::from_secs(if wait_reply { 2 } else { 1 });
+            close_handshake(
+                link,
+                &mut reader,
+                &mut buf,
+                frame::encode(OP_CLOSE, false, &answer),
+                wait_reply,
+                limit,
+            )
+            .await;
         }
 
         // Leave every group now; an app call in flight may still hold the guard.
+        let frames_out = link.written();
         membership.close();
-        drop(calls);
+        match calls {
+            Some(c) => drop(c),
+            None => {
+                if let Some(mut p) = protocol {
+                    p.close(&cx);
+                }
+            }
+        }
         open.dec();
         ep.metrics
             .ws
