@@ -75,8 +75,11 @@ struct State {
     unflushed: bool,
     /// The task was told that writes are stuck and not yet that they drained.
     stalled: bool,
-    /// Close code the connection was kicked with; 0 when not kicked.
+    /// Close code the connection was kicked with; 0 when not kicked (or the kick was
+    /// taken: the connection is closing).
     kick: u16,
+    /// It was kicked (for being slow).
+    kicked: bool,
     /// The connection is closing: only its close frame is still written.
     closing: bool,
     /// The connection is gone: nothing is taken any more.
@@ -167,7 +170,11 @@ impl Link {
     /// queued. Never waits.
     pub fn offer(&self, out: &Outbound) -> Result<(), Refused> {
         let mut s = self.lock();
-        if s.closed || s.closing || s.failed || s.kick != 0 {
+        if s.kicked && !s.closed {
+            // Kicked for being slow and not gone yet: a message it did not get, counted.
+            return Err(Refused::Full);
+        }
+        if s.closed || s.closing || s.failed {
             return Err(Refused::Closed);
         }
         let item = match out {
@@ -429,10 +436,11 @@ impl Link {
     /// wins.
     pub fn kick(&self, code: u16) {
         let mut s = self.lock();
-        if s.kick != 0 || s.closed || s.closing {
+        if s.kicked || s.closed || s.closing {
             return;
         }
         s.kick = code;
+        s.kicked = true;
         drop(s);
         self.waker.wake();
     }
@@ -556,7 +564,7 @@ mod tests {
         assert_eq!(l.offer(&text("a")), Err(Refused::Full));
         assert_eq!(l.bytes(), 27);
         l.kick(1013);
-        assert_eq!(l.offer(&text("a")), Err(Refused::Closed));
+        assert_eq!(l.offer(&text("a")), Err(Refused::Full));
         l.close();
         assert_eq!(l.bytes(), 0);
         assert_eq!(l.offer(&text("a")), Err(Refused::Closed));
