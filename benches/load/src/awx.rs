@@ -1,11 +1,24 @@
-//! `publish --payload awx`: an AWX-like job-event stream. Each text is one JSON event of
-//! 300–2,000 bytes (the size drawn per sequence number, uniformly) shaped like what AWX
-//! sends to a job's `job_events-<id>` group: `{"type": "job_event", "event":
-//! "runner_on_ok", "counter": n, "stdout": "...", "event_data": {...}, "uuid": ...,
-//! "created": ...}`, with ANSI-coloured Ansible output in `stdout`, random UUIDs and
-//! timings. Its first two keys are the benchmark's own, `"t"` (ns since the epoch, taken
-//! when the text is made) and `"seq"`, so the clients read them without parsing the rest.
-//! The same seq always gives the same event apart from `t` and `created`.
+//! `publish --payload awx`: an AWX-like job-event stream, what AWX sends to a job's
+//! `job_events-<id>` group. Each text is one JSON event whose size is drawn per sequence
+//! number, uniformly in 300–2,000 bytes (mean about 1,290 bytes; the smallest event, a
+//! task start with its 80-column banner, is about 430 bytes, so draws below that come out
+//! at that size):
+//! - below 700 bytes, `playbook_on_task_start`: `{"type": "job_event", "event": ...,
+//!   "counter": n, "uuid": ..., "created": ..., "event_data": {task, play, ...},
+//!   "stdout": "\r\nTASK [...] ****..."}` with ANSI-coloured result lines after the banner;
+//! - above, a host result (`runner_on_ok`, ...): AWX's serializer fields (`id`, `job`,
+//!   `host_name`, `play`, `task`, `start_line`, ... and, when they fit, `summary_fields`
+//!   and `related`), `event_data` with the module result `res` (`rc`, `start`, `delta`,
+//!   `invocation.module_args` with every default, as Ansible reports them when they fit)
+//!   and the module's output twice, as `res.stdout` and `res.stdout_lines`; `stdout` is
+//!   the coloured display line (`ok: [web-03]`), padded to the exact size.
+//!
+//! UUIDs, durations and versions are random. The first two keys are the benchmark's own,
+//! `"t"` (ns since the epoch, taken when the text is made) and `"seq"`, so the clients
+//! read them without parsing the rest. The same seq gives the same event apart from `t`
+//! and the timestamps. Compressed alone (raw deflate, level 6, 32 KiB window, what a
+//! server with server_no_context_takeover does per message) the stream shrinks about
+//! 2.2×: per-message deflate cannot do better on it.
 
 use crate::util::now_ns;
 
@@ -120,6 +133,166 @@ pub fn iso8601(ns: u64) -> String {
     )
 }
 
+const JOB: u64 = 4711;
+
+/// What AWX's serializer adds around every event: API links and summary fields.
+fn related(id: u64, hostid: usize) -> String {
+    format!(
+        r#""related": {{"job": "/api/v2/jobs/{JOB}/", "host": "/api/v2/hosts/{hostid}/", "children": "/api/v2/job_events/{id}/children/"}}"#
+    )
+}
+
+fn summary_fields(hostid: usize, host: &str) -> String {
+    format!(
+        concat!(
+            r#""summary_fields": {{"host": {{"id": {hostid}, "name": "{host}", "description": ""}}, "#,
+            r#""job": {{"id": {job}, "name": "Deploy production", "description": "", "status": "running", "#,
+            r#""failed": false, "elapsed": 0.0, "type": "job", "job_template_id": 9, "#,
+            r#""job_template_name": "Deploy production"}}, "role": {{}}}}"#
+        ),
+        hostid = hostid,
+        host = host,
+        job = JOB
+    )
+}
+
+/// The module result's `invocation`: Ansible lists every argument, defaults included.
+fn module_args(module: &str, item: &str) -> String {
+    let args = match module {
+        "apt" => format!(
+            r#""name": ["{item}"], "state": "present", "update_cache": true, "cache_valid_time": 3600, "purge": false, "force": false, "upgrade": null, "dpkg_options": "force-confdef,force-confold", "autoremove": false, "autoclean": false, "install_recommends": null, "only_upgrade": false, "allow_unauthenticated": false, "allow_downgrade": false, "deb": null, "default_release": null, "lock_timeout": 60, "policy_rc_d": null, "update_cache_retries": 5"#
+        ),
+        "template" | "copy" => format!(
+            r#""src": "{item}.conf.j2", "dest": "/etc/{item}/{item}.conf", "mode": "0644", "owner": "root", "group": "root", "backup": false, "force": true, "follow": false, "validate": null, "newline_sequence": "\n", "trim_blocks": true, "lstrip_blocks": false, "output_encoding": "utf-8", "unsafe_writes": false, "seuser": null, "serole": null, "selevel": null, "setype": null, "attributes": null"#
+        ),
+        "service" | "systemd" => format!(
+            r#""name": "{item}", "state": "started", "enabled": true, "daemon_reload": false, "daemon_reexec": false, "scope": "system", "no_block": false, "force": null, "masked": null, "use": "auto", "pattern": null, "sleep": null, "arguments": "", "runlevel": "default""#
+        ),
+        "user" => format!(
+            r#""name": "{item}", "state": "present", "system": true, "shell": "/usr/sbin/nologin", "home": "/srv/{item}", "create_home": true, "group": null, "groups": null, "append": false, "uid": null, "password": null, "update_password": "always", "remove": false, "force": false, "expires": null"#
+        ),
+        _ => format!(
+            r#""_raw_params": "/usr/local/bin/manage {item}", "_uses_shell": false, "stdin_add_newline": true, "strip_empty_ends": true, "argv": null, "chdir": "/srv/app", "executable": null, "creates": null, "removes": null, "stdin": null, "expand_argument_vars": true"#
+        ),
+    };
+    format!(r#""invocation": {{"module_args": {{{args}}}}}"#)
+}
+
+/// A host result (runner_on_ok, ...) up to the module's output inside `"res": {` (which
+/// `event_at` completes): as many of AWX's blocks as fit in `target`.
+#[allow(clippy::too_many_arguments)]
+fn host_event(
+    r: &mut Rng,
+    target: usize,
+    seq: u64,
+    host: &str,
+    task: &str,
+    module: &str,
+    play: &str,
+    role: &str,
+    created: &str,
+) -> (String, String) {
+    let changed = r.below(4) == 0;
+    let event = if changed {
+        "runner_on_ok"
+    } else {
+        *r.pick(&["runner_on_ok", "runner_item_on_ok", "runner_on_skipped"])
+    };
+    let counter = seq + 1;
+    let id = 1_000_000 + seq;
+    let hostid = 10 + r.below(HOSTS.len());
+    let (uuid, parent) = (r.uuid(), r.uuid());
+    let item = *r.pick(ITEMS);
+    let mut out = format!(
+        concat!(
+            r#", "id": {id}, "event": "{event}", "counter": {counter}, "event_display": "Host OK", "event_level": 3, "#,
+            r#""failed": false, "changed": {changed}, "uuid": "{uuid}", "parent_uuid": "{parent}", "#,
+            r#""job": {job}, "host": {hostid}, "host_name": "{host}", "playbook": "site.yml", "play": {play}, "#,
+            r#""task": {task}, "role": "{role}", "start_line": {l0}, "end_line": {l1}, "verbosity": 0, "#,
+            r#""created": "{created}", "modified": "{created}""#
+        ),
+        id = id,
+        event = event,
+        counter = counter,
+        changed = changed,
+        uuid = uuid,
+        parent = parent,
+        job = JOB,
+        hostid = hostid,
+        host = host,
+        play = js(play),
+        task = js(task),
+        role = role,
+        l0 = counter * 3,
+        l1 = counter * 3 + 2,
+        created = created,
+    );
+    let data_head = format!(
+        concat!(
+            r#""event_data": {{"playbook": "site.yml", "playbook_uuid": "{pbuuid}", "play": {play}, "#,
+            r#""play_uuid": "{playuuid}", "play_pattern": "all", "task": {task}, "task_uuid": "{parent}", "#,
+            r#""task_action": "{module}", "resolved_action": "ansible.builtin.{module}", "#,
+            r#""task_path": "/runner/project/roles/{role}/tasks/main.yml:{line}", "host": "{host}", "#,
+            r#""remote_addr": "{host}", "duration": {duration}, "event_loop": null, "uuid": "{uuid}", "#,
+            r#""res": {{"changed": {changed}, "_ansible_no_log": false, "rc": 0, "stderr": "", "stderr_lines": [], "#,
+            r#""start": "{created}", "end": "{created}", "delta": "0:00:0{duration}""#
+        ),
+        created = created,
+        pbuuid = r.uuid(),
+        play = js(play),
+        playuuid = r.uuid(),
+        task = js(task),
+        parent = parent,
+        module = module,
+        role = role,
+        line = r.below(200) + 1,
+        host = host,
+        duration = r.below(5000) as f64 / 1000.0,
+        uuid = uuid,
+        changed = changed,
+    );
+    // The module output, the closing braces and the display line still to come.
+    let reserve = r#", "stdout": "", "stdout_lines": []}}, "stdout": ""}"#.len() + 200;
+    let mut data = data_head;
+    let args = format!(", {}", module_args(module, item));
+    if out.len() + data.len() + args.len() + reserve <= target {
+        data.push_str(&args);
+    }
+    for block in [summary_fields(hostid, host), related(id, hostid)] {
+        if out.len() + data.len() + block.len() + 2 + reserve <= target {
+            out.push_str(", ");
+            out.push_str(&block);
+        }
+    }
+    out.push_str(", ");
+    out.push_str(&data);
+    let colour = if changed { "0;33mchanged" } else { "0;32mok" };
+    (out, format!("\u{1b}[{colour}: [{host}]\u{1b}[0m"))
+}
+
+/// One line of a module's own output (what Ansible puts in `stdout` and `stdout_lines`).
+fn output_line(r: &mut Rng) -> String {
+    let item = *r.pick(ITEMS);
+    let ver = format!("{}.{}.{}-{}", r.below(4) + 1, r.below(30), r.below(20), r.below(9) + 1);
+    match r.below(6) {
+        0 => (*r.pick(&["Reading package lists...", "Building dependency tree...", "Reading state information..."])).to_string(),
+        1 => format!("Setting up {item} ({ver}) ..."),
+        2 => format!("Unpacking {item} ({ver}) over ({}.{}.{}) ...", r.below(4) + 1, r.below(30), r.below(20)),
+        3 => format!(
+            "/dev/sda{} {}G {}G {}G {}% /srv/{item}",
+            r.below(4) + 1,
+            r.below(900) + 20,
+            r.below(500) + 1,
+            r.below(400) + 1,
+            r.below(99) + 1
+        ),
+        4 => format!("  Applying {}.{:04}_{}... OK", r.pick(ROLES), r.below(300), item.replace('-', "_")),
+        _ => format!(
+            "Created symlink /etc/systemd/system/multi-user.target.wants/{item}.service -> /lib/systemd/system/{item}.service."
+        ),
+    }
+}
+
 /// One line of Ansible output for the stdout filler.
 fn stdout_line(r: &mut Rng, host: &str) -> String {
     match r.below(5) {
@@ -150,7 +323,8 @@ pub fn event(seq: u64) -> String {
     event_at(seq, now_ns())
 }
 
-/// The text of event `seq` with `"t"` = `t_ns`; exactly the drawn size (300..=2000 bytes).
+/// The text of event `seq` with `"t"` = `t_ns`: the drawn size (300..=2000 bytes), or
+/// the size of the smallest task-start event (about 430 bytes) when that is more.
 pub fn event_at(seq: u64, t_ns: u64) -> String {
     let mut r = Rng::new(seq + 1);
     let target = MIN_SIZE + r.below(MAX_SIZE - MIN_SIZE + 1);
@@ -160,7 +334,8 @@ pub fn event_at(seq: u64, t_ns: u64) -> String {
     let created = iso8601(t_ns);
     let counter = seq + 1;
     let head = format!(r#"{{"t": {t_ns}, "seq": {seq}, "type": "job_event""#);
-    let (event, fields) = if target < SMALL {
+    if target < SMALL {
+        // A task start: AWX's banner, then display lines up to the size.
         let fields = format!(
             r#", "event": "playbook_on_task_start", "counter": {counter}, "uuid": "{}", "created": "{created}", "event_data": {{"task": {}, "task_uuid": "{}", "play": {}, "role": "{role}"}}"#,
             r.uuid(),
@@ -168,66 +343,53 @@ pub fn event_at(seq: u64, t_ns: u64) -> String {
             r.uuid(),
             js(play)
         );
-        ("playbook_on_task_start", fields)
-    } else {
-        let changed = r.below(4) == 0;
-        let event = if changed {
-            "runner_on_ok"
-        } else {
-            *r.pick(&["runner_on_ok", "runner_item_on_ok", "runner_on_skipped"])
-        };
-        let duration = r.below(5000) as f64 / 1000.0;
-        let fields = format!(
-            concat!(
-                r#", "event": "{event}", "counter": {counter}, "event_display": "Host OK", "event_level": 3, "#,
-                r#""failed": false, "changed": {changed}, "uuid": "{uuid}", "parent_uuid": "{parent}", "#,
-                r#""host": {hostid}, "host_name": "{host}", "playbook": "site.yml", "play": {play}, "#,
-                r#""task": {task}, "role": "{role}", "start_line": {l0}, "end_line": {l1}, "verbosity": 0, "#,
-                r#""created": "{created}", "event_data": {{"playbook": "site.yml", "playbook_uuid": "{pbuuid}", "#,
-                r#""play": {play}, "play_uuid": "{playuuid}", "play_pattern": "all", "task": {task}, "#,
-                r#""task_uuid": "{parent}", "task_action": "{module}", "resolved_action": "ansible.builtin.{module}", "#,
-                r#""task_path": "/runner/project/roles/{role}/tasks/main.yml:{line}", "host": "{host}", "#,
-                r#""remote_addr": "{host}", "res": {{"changed": {changed}, "_ansible_no_log": false}}, "#,
-                r#""duration": {duration}, "event_loop": null, "uuid": "{uuid}"}}"#
-            ),
-            event = event,
-            counter = counter,
-            changed = changed,
-            uuid = r.uuid(),
-            parent = r.uuid(),
-            hostid = 10 + r.below(HOSTS.len()),
-            host = host,
-            play = js(play),
-            task = js(task),
-            role = role,
-            l0 = counter * 3,
-            l1 = counter * 3 + 2,
-            created = created,
-            pbuuid = r.uuid(),
-            playuuid = r.uuid(),
-            module = module,
-            line = r.below(200) + 1,
-            duration = duration,
-        );
-        (event, fields)
-    };
-    let _ = event;
-    // `"stdout": "..."` is what grows the event to its size.
-    let fixed = head.len() + fields.len() + r#", "stdout": ""}"#.len();
-    let budget = target.saturating_sub(fixed);
-    let mut stdout = String::with_capacity(budget);
-    let mut escaped = 0;
+        let banner = format!("\r\nTASK [{task}] ");
+        let mut stdout = format!("{banner}{}\r\n", "*".repeat(80usize.saturating_sub(banner.len())));
+        let fixed = head.len() + fields.len() + r#", "stdout": ""}"#.len();
+        let mut len = fixed + js(&stdout).len() - 2;
+        loop {
+            let line = stdout_line(&mut r, host);
+            let add = js(&line).len() - 2;
+            if len + add > target {
+                break;
+            }
+            stdout.push_str(&line);
+            len += add;
+        }
+        stdout.extend(std::iter::repeat_n(' ', target.saturating_sub(len)));
+        return format!("{head}{fields}, \"stdout\": {}}}", js(&stdout));
+    }
+    // A host result: the module's output twice, as Ansible reports it (`stdout` and
+    // `stdout_lines`), up to the size; the display line padded to the exact size.
+    let (fields, display) = host_event(&mut r, target, seq, host, task, module, play, role, &created);
+    let fixed =
+        head.len() + fields.len() + r#", "stdout": "", "stdout_lines": []}}, "stdout": ""}"#.len() + js(&display).len()
+            - 2;
+    let mut lines: Vec<String> = vec![];
+    let mut len = fixed;
     loop {
-        let line = stdout_line(&mut r, host);
-        let len = js(&line).len() - 2;
-        if escaped + len > budget {
+        let line = output_line(&mut r);
+        let esc = js(&line).len();
+        // In "stdout": the line and a "\n" before it; in "stdout_lines": the literal and ", ".
+        let add = if lines.is_empty() {
+            esc - 2 + esc
+        } else {
+            esc + 2 + esc + 2
+        };
+        if len + add > target {
             break;
         }
-        stdout.push_str(&line);
-        escaped += len;
+        lines.push(line);
+        len += add;
     }
-    stdout.extend(std::iter::repeat_n(' ', budget - escaped));
-    format!("{head}{fields}, \"stdout\": {}}}", js(&stdout))
+    let display = format!("{display}{}", " ".repeat(target.saturating_sub(len)));
+    let list: Vec<String> = lines.iter().map(|l| js(l)).collect();
+    format!(
+        "{head}{fields}, \"stdout\": {}, \"stdout_lines\": [{}]}}}}, \"stdout\": {}}}",
+        js(&lines.join("\n")),
+        list.join(", "),
+        js(&display)
+    )
 }
 
 #[cfg(test)]
@@ -253,7 +415,7 @@ mod tests {
         }
         let mean = sizes.iter().sum::<usize>() / sizes.len();
         assert!((1000..1300).contains(&mean), "mean {mean}");
-        assert!(sizes.iter().any(|&s| s < 400) && sizes.iter().any(|&s| s > 1900));
+        assert!(sizes.iter().any(|&s| s < 500) && sizes.iter().any(|&s| s > 1900));
     }
 
     #[test]
