@@ -18,7 +18,7 @@
 #
 #   benches/fanout/run.sh [--n 1000] [--big] [--messages 100] [--rate 100] [--case N:RATE:M]...
 #                         [--steady] [--deflate] [--targets LIST] [--scenarios rate,burst]
-#                         [--payload text|awx] [--client tungstenite|raw] [--size 250]
+#                         [--payload text|awx] [--client tungstenite|raw] [--inflate-every 10] [--size 250]
 #                         [--duration 120] [--concurrency 100] [--results FILE]
 #                         [--quiet-wait 120] [--no-build] [--keep]
 #
@@ -50,6 +50,7 @@ RATE=100
 SIZE=250
 PAYLOAD=text       # text: "<ns> <seq> xxx..." of --size bytes; awx: AWX-like job events
 CLIENT=tungstenite # cg-load's client: tungstenite, or raw (counts wire bytes; implied by -deflate targets)
+INFLATE_EVERY=10   # -deflate targets: client i inflates (reads "t", "seq") when i mod this = 0; the rest count
 DURATION=120       # per scenario: the clients give up this long after READY (at least M/rate + 60 s)
 IDLE=10            # ... or when nothing arrived for this long once messages flowed
 CONCURRENCY=100    # connection attempts in flight
@@ -82,6 +83,7 @@ while [ $# -gt 0 ]; do
         --size) SIZE="${2:?}"; shift 2 ;;
         --payload) PAYLOAD="${2:?}"; shift 2 ;;
         --client) CLIENT="${2:?}"; shift 2 ;;
+        --inflate-every) INFLATE_EVERY="${2:?}"; shift 2 ;;
         --targets) TARGETS="${2:?}"; shift 2 ;;
         --scenarios) SCENARIOS="${2:?}"; shift 2 ;;
         --duration) DURATION="${2:?}"; shift 2 ;;
@@ -110,6 +112,7 @@ done
 num --size "$SIZE"; [ "$SIZE" -ge 32 ] && [ "$SIZE" -le 65536 ] || die "--size must be 32..65536"
 num --duration "$DURATION"; [ "$DURATION" -ge 5 ] && [ "$DURATION" -le 1800 ] || die "--duration must be 5..1800 (seconds)"
 num --concurrency "$CONCURRENCY"
+num --inflate-every "$INFLATE_EVERY"; [ "$INFLATE_EVERY" -ge 1 ] || die "--inflate-every must be at least 1"
 case "$PAYLOAD" in text|awx) ;; *) die "--payload must be text or awx" ;; esac
 case "$CLIENT" in tungstenite|raw) ;; *) die "--client must be tungstenite or raw" ;; esac
 IFS=, read -r -a TARGET_LIST <<<"$TARGETS"
@@ -400,7 +403,7 @@ run_scenario() {  # TARGET SCENARIO N RATE M
     local scheme=ws client_args=()
     if [[ "$target" == *-tls ]]; then scheme=wss; client_args+=(--ca-file "$TMP/pki/ca.pem"); fi
     [ "$CLIENT" = raw ] && client_args+=(--raw)
-    [[ "$target" == *-deflate ]] && client_args+=(--deflate)
+    [[ "$target" == *-deflate ]] && client_args+=(--deflate --inflate-every "$INFLATE_EVERY")
     local admin_url="" binds_before=0 offset
     [ -n "$ADMIN_PORT" ] && admin_url="http://127.0.0.1:$ADMIN_PORT"
     offset="$(stat -c %s "$SERVER_LOG" 2>/dev/null || echo 0)"
@@ -505,7 +508,7 @@ run_scenario() {  # TARGET SCENARIO N RATE M
         n="$n" messages="$messages" rate="$rate" size="$SIZE" payload="$PAYLOAD" duration_s="$duration" idle_timeout_s="$IDLE" \
         concurrency="$CONCURRENCY" group="$group" publisher="$(publisher_of "$target")" \
         client="$( [ "$CLIENT" = raw ] || [[ "$target" == *-deflate ]] && echo raw || echo tokio-tungstenite)" \
-        client_offers_deflate="$( [[ "$target" == *-deflate ]] && echo yes || echo no)" \
+        client_offers_deflate="$( [[ "$target" == *-deflate ]] && echo "yes, every ${INFLATE_EVERY}th client inflates" || echo no)" \
         tls="$( [[ "$target" == *-tls ]] && echo 'yes (ECDSA P-256, TLS 1.3 by default)' || echo no)" \
         server_settings="$(case "$target" in
             channelgate-deflate) echo 'threads=2 ping_interval=0s send_queue=1024 access_log=false level=warn compression="deflate"' ;;

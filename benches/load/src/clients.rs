@@ -136,6 +136,12 @@ pub struct ClientOpts {
     #[arg(long)]
     pub deflate: bool,
 
+    /// With --deflate: only client i with i mod K = 0 inflates (and so reads timestamps and
+    /// sequence numbers); the others count compressed messages without inflating them,
+    /// which spares the clients' CPU. 1: every client inflates every message.
+    #[arg(long, default_value_t = 1)]
+    pub inflate_every: usize,
+
     /// Free-form label copied into the JSON line (e.g. the server under test).
     #[arg(long)]
     pub label: Option<String>,
@@ -256,7 +262,8 @@ async fn connect_raw(
         (true, None) => return Err("wss:// needs --ca-file".into()),
     };
     let seed = util::now_ns() ^ ((i as u64) << 32) ^ 0x9e37_79b9_7f4a_7c15;
-    let ws = raw::handshake(io, &t.authority, &t.path, &opts.headers, opts.deflate, seed).await?;
+    let mut ws = raw::handshake(io, &t.authority, &t.path, &opts.headers, opts.deflate, seed).await?;
+    ws.inflate = i % opts.inflate_every.max(1) == 0;
     Ok(Conn::Raw(Box::new(ws)))
 }
 
@@ -473,6 +480,7 @@ pub fn client_params(opts: &ClientOpts) -> Value {
         "read_buffer": opts.read_buffer,
         "client": if opts.raw || opts.deflate { "raw" } else { "tokio-tungstenite" },
         "offer_deflate": opts.deflate.then_some(raw::DEFLATE_OFFER),
+        "inflate_every": opts.deflate.then_some(opts.inflate_every.max(1)),
     })
 }
 

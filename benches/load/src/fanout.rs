@@ -52,6 +52,8 @@ struct RxStats {
     out_of_order: u64,
     unparsable: u64,
     beyond_m: u64,
+    /// Compressed messages this client counted without inflating (--inflate-every).
+    not_inflated: u64,
     /// The highest sequence number seen so far, plus one (0: none yet).
     high: u64,
     lat_ns: Vec<u64>,
@@ -89,6 +91,17 @@ pub fn parse_payload(text: &str) -> Option<(u64, Option<u64>)> {
     let ts = it.next()?.parse::<u64>().ok()?;
     let seq = it.next().and_then(|s| s.parse::<u64>().ok());
     Some((ts, seq))
+}
+
+/// A message that cannot be read (left compressed): it counts as delivered.
+fn count_opaque(st: &mut RxStats) {
+    let now = now_ns();
+    st.frames += 1;
+    if st.first_recv_ns == 0 {
+        st.first_recv_ns = now;
+    }
+    st.last_recv_ns = now;
+    st.unique += 1;
 }
 
 fn record(st: &mut RxStats, seen: &mut [u64], m: u64, text: &str) -> bool {
@@ -146,6 +159,18 @@ async fn body(mut c: Client, m: u64, shared: Arc<Shared>) -> RxStats {
             msg = c.ws.recv() => {
                 let payload = match msg {
                     Recv::Data(b) => b,
+                    Recv::Compressed => {
+                        // Not inflated: one delivery, without a timestamp or sequence number.
+                        st.not_inflated += 1;
+                        count_opaque(&mut st);
+                        shared.received.fetch_add(1, Ordering::Relaxed);
+                        shared.last_recv_ns.fetch_max(st.last_recv_ns, Ordering::Relaxed);
+                        if !done && st.unique >= m {
+                            done = true;
+                            shared.done.fetch_add(1, Ordering::SeqCst);
+                        }
+                        continue;
+                    }
                     Recv::Close(code) => { st.ended = Some(format!("close {code}")); break; }
                     Recv::Error(e) => { st.ended = Some(e.chars().take(60).collect()); break; }
                     Recv::Eof => { st.ended = Some("eof".into()); break; }
@@ -181,6 +206,7 @@ pub fn wire_json(w: &WireStats) -> Value {
         "messages": w.messages,
         "compressed_messages": w.compressed_messages,
         "message_bytes": w.message_bytes,
+        "not_inflated": w.not_inflated,
         "inflate_errors": w.inflate_errors,
     })
 }
@@ -234,6 +260,7 @@ pub async fn run(a: &FanoutArgs) -> Result<(), String> {
 
     let expected = connected as u64 * m;
     let (mut frames, mut unique, mut dups, mut ooo, mut unparsable, mut beyond) = (0, 0, 0, 0, 0, 0);
+    let mut not_inflated = 0;
     let (mut first_sent, mut first_recv, mut last_recv) = (u64::MAX, u64::MAX, 0u64);
     let (mut min_c, mut max_c, mut complete) = (u64::MAX, 0u64, 0u64);
     let mut ended: BTreeMap<String, u64> = BTreeMap::new();
@@ -249,6 +276,7 @@ pub async fn run(a: &FanoutArgs) -> Result<(), String> {
         ooo += o.out_of_order;
         unparsable += o.unparsable;
         beyond += o.beyond_m;
+        not_inflated += o.not_inflated;
         if o.first_sent_ns > 0 {
             first_sent = first_sent.min(o.first_sent_ns);
         }
@@ -293,7 +321,7 @@ pub async fn run(a: &FanoutArgs) -> Result<(), String> {
         // messages counted as delivered; per message: over every message received.
         v["data_bytes_per_delivery"] = json!(per(w.data_bytes, unique));
         v["data_bytes_per_message"] = json!(per(w.data_bytes, w.messages));
-        v["message_bytes_per_message"] = json!(per(w.message_bytes, w.messages));
+        v["message_bytes_per_message"] = json!(per(w.message_bytes, w.messages - w.not_inflated));
         v["compressed_pct"] = json!(if w.messages > 0 {
             round3(100.0 * w.compressed_messages as f64 / w.messages as f64)
         } else {
@@ -325,6 +353,8 @@ pub async fn run(a: &FanoutArgs) -> Result<(), String> {
             "out_of_order": ooo,
             "unparsable": unparsable,
             "seq_beyond_m": beyond,
+            // Counted as delivered without a timestamp or sequence number (--inflate-every).
+            "not_inflated": not_inflated,
             "clients_complete": complete,
             "clients_incomplete": connected as u64 - complete,
             "per_client_min": min_c,

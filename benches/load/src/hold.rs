@@ -42,7 +42,7 @@ async fn body(mut c: Client) -> HoldOut {
                 Recv::Eof => { out.ended = Some("eof".into()); break; }
                 Recv::Error(e) => { out.ended = Some(e.chars().take(60).collect()); break; }
                 Recv::Close(code) => { out.ended = Some(format!("close {code}")); break; }
-                Recv::Data(_) => out.frames += 1,
+                Recv::Data(_) | Recv::Compressed => out.frames += 1,
             }
         }
     }

@@ -50,7 +50,9 @@ pub struct WireStats {
     /// Complete text or binary messages, and how many of them were compressed (RSV1).
     pub messages: u64,
     pub compressed_messages: u64,
-    /// Message bytes after inflating (the application payload).
+    /// Compressed messages counted but not inflated (`inflate` off on this connection).
+    pub not_inflated: u64,
+    /// Message bytes after inflating (the application payload; not_inflated ones left out).
     pub message_bytes: u64,
     /// Compressed messages that did not inflate.
     pub inflate_errors: u64,
@@ -65,6 +67,7 @@ impl WireStats {
         self.control_bytes += o.control_bytes;
         self.messages += o.messages;
         self.compressed_messages += o.compressed_messages;
+        self.not_inflated += o.not_inflated;
         self.message_bytes += o.message_bytes;
         self.inflate_errors += o.inflate_errors;
     }
@@ -74,6 +77,8 @@ impl WireStats {
 pub enum Recv {
     /// A complete text or binary message, inflated when it was compressed.
     Data(Bytes),
+    /// A compressed message left compressed (`inflate` is off): counted, not read.
+    Compressed,
     /// The server closed with this code (1005: no code); the close was answered.
     Close(u16),
     Eof,
@@ -92,6 +97,9 @@ pub struct RawWs<S> {
     rng: u64,
     /// The server's `Sec-WebSocket-Extensions` answer, if any.
     pub extensions: Option<String>,
+    /// Inflate compressed messages (default); when off they are only counted, which
+    /// spares the client's CPU (cg-load --inflate-every).
+    pub inflate: bool,
     pub stats: WireStats,
 }
 
@@ -228,6 +236,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         partial: None,
         rng,
         extensions,
+        inflate: true,
         stats,
     })
 }
@@ -371,6 +380,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawWs<S> {
             self.partial = Some((compressed, data));
             return Ok(None);
         }
+        if compressed && !self.inflate {
+            return Ok(Some(self.not_inflated()));
+        }
         let payload = if compressed {
             inflate_counted(&mut self.inflater, &self.deflate, &mut self.stats, &data)?
         } else {
@@ -382,6 +394,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawWs<S> {
 
     /// A one-frame message whose payload is buf[start..end].
     fn message(&mut self, compressed: bool, start: usize, end: usize) -> Result<Recv, String> {
+        if compressed && !self.inflate {
+            return Ok(self.not_inflated());
+        }
         let payload = if compressed {
             inflate_counted(
                 &mut self.inflater,
@@ -394,6 +409,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawWs<S> {
         };
         self.count(compressed, payload.len());
         Ok(Recv::Data(Bytes::from(payload)))
+    }
+
+    fn not_inflated(&mut self) -> Recv {
+        self.stats.messages += 1;
+        self.stats.compressed_messages += 1;
+        self.stats.not_inflated += 1;
+        Recv::Compressed
     }
 
     fn count(&mut self, compressed: bool, len: usize) {
@@ -667,6 +689,22 @@ mod tests {
         let (mut ws, _) = serve(Some("permessage-deflate"), frames, true).await;
         assert!(matches!(ws.recv().await, Recv::Data(b) if &b[..] == msg));
         assert!(matches!(ws.recv().await, Recv::Data(b) if &b[..] == msg));
+    }
+
+    #[tokio::test]
+    async fn compressed_messages_can_be_left_compressed() {
+        let z = deflate(b"hello hello hello hello");
+        let mut frames = frame(0xC1, &z);
+        frames.extend(frame(0x81, b"plain"));
+        let (mut ws, _) = serve(Some("permessage-deflate"), frames, true).await;
+        ws.inflate = false;
+        assert!(matches!(ws.recv().await, Recv::Compressed));
+        assert!(matches!(ws.recv().await, Recv::Data(b) if &b[..] == b"plain"));
+        let s = &ws.stats;
+        assert_eq!(
+            (s.messages, s.compressed_messages, s.not_inflated, s.message_bytes),
+            (2, 1, 1, 5)
+        );
     }
 
     #[tokio::test]
