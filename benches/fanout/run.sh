@@ -534,11 +534,12 @@ run_scenario() {  # TARGET SCENARIO N RATE M
 
 # -------------------------------------------------------------------- run ---
 log "run $RUN_ID: cases (N:rate:M) ${CASES[*]} payload=$PAYLOAD client=$CLIENT targets=${TARGET_LIST[*]} scenarios=$SCENARIOS"
+SKIPPED=()
 for c in "${CASES[@]}"; do
     IFS=: read -r n rate messages <<<"$c"
     for target in "${TARGET_LIST[@]}"; do
         case "$target" in
-            channelgate-*) start_channelgate "$target" || continue ;;
+            channelgate-*) start_channelgate "$target" || { SKIPPED+=("$target (N=$n): this channelgate does not know [[ws]] compression"); continue; } ;;
             daphne) start_daphne ;;
             nchan*) start_nchan "$target" "$n" ;;
             pushpin) start_pushpin "$n" ;;
@@ -560,5 +561,6 @@ echo
 echo "fan-out benchmark $RUN_ID: cases N:rate:M = ${CASES[*]}; payload $PAYLOAD$( [ "$PAYLOAD" = text ] && echo " of $SIZE bytes"); rate = that many msg/s, burst = as fast as possible"
 echo "machine: $(nproc) CPUs, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
 "$PY" "$LIB" fanout-table "$RESULTS" "$RUN_ID"
+for s in "${SKIPPED[@]}"; do echo "SKIPPED $s"; done
 echo
 echo "results appended to ${RESULTS#"$REPO"/} (run_id $RUN_ID)"
