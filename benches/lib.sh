@@ -129,6 +129,25 @@ ensure_pushpin() {
     pushpin_ok
 }
 
+# make_pki DIR: an ECDSA P-256 server certificate for 127.0.0.1 / localhost signed by a CA
+# made for this run: DIR/ca.pem (the clients' --ca-file), DIR/cert.pem, DIR/key.pem.
+# rustls/webpki refuses a self-signed CA:TRUE certificate as the server's own, hence the CA.
+make_pki() {
+    local dir="$1"
+    command -v openssl >/dev/null 2>&1 || die "openssl is needed for the -tls targets"
+    mkdir -p "$dir"
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+        >"$dir/ext.cnf"
+    { openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=$BENCH bench CA" \
+          -keyout "$dir/ca.key" -out "$dir/ca.pem" \
+      && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+          -keyout "$dir/key.pem" -out "$dir/req.csr" \
+      && openssl x509 -req -in "$dir/req.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+          -CAcreateserial -days 2 -extfile "$dir/ext.cnf" -out "$dir/cert.pem"; } \
+        >"$dir/openssl.log" 2>&1 || die "openssl could not make the certificate (see $dir/openssl.log)"
+    chmod 644 "$dir/key.pem"
+}
+
 nginx_common() {   # nginx_common DIR: temp paths inside DIR, no access log (inside `http {}`)
     cat <<CONF
     access_log off;

@@ -481,6 +481,10 @@ def fanout_record(a):
     mb, ma = load(a["metrics_before"], {}), load(a["metrics_after"], {})
     r = fan.get("results", {})
     lat = r.get("latency_ms", {})
+    wire = r.get("wire") or {}
+    conn = fan.get("connect", {})
+    server_cpu = round(sa.get("cpu_s", 0) - sb.get("cpu_s", 0), 3) if sa and sb else None
+    delivered = r.get("delivered")
     rec = {
         "bench": "fanout",
         "run_id": a["run_id"],
@@ -489,6 +493,7 @@ def fanout_record(a):
         "n": int(a["n"]),
         "messages": int(a["messages"]),
         "rate": float(a["rate"]),
+        "payload": a.get("payload", "text"),
         "summary": {
             "deliveries_per_s": r.get("deliveries_per_s"),
             "expected": r.get("expected"),
@@ -501,13 +506,25 @@ def fanout_record(a):
             "connect_failed": fan.get("connect", {}).get("failed"),
             "published_ok": pub.get("results", {}).get("ok"),
             "published_failed": pub.get("results", {}).get("failed"),
-            "server_cpu_s": round(sa.get("cpu_s", 0) - sb.get("cpu_s", 0), 3) if sa and sb else None,
+            "server_cpu_s": server_cpu,
+            # The cost figure: server CPU (user + system, all its processes) per delivery.
+            "server_cpu_us_per_delivery": round(server_cpu * 1e6 / delivered, 3)
+            if server_cpu is not None and delivered else None,
+            # Raw clients only: every data frame's bytes as received (header + payload,
+            # compressed or not) per delivery, and what deflate negotiation gave.
+            "wire_bytes_per_delivery": wire.get("data_bytes_per_delivery"),
+            "message_bytes_per_message": wire.get("message_bytes_per_message"),
+            "compressed_pct": wire.get("compressed_pct"),
+            "inflate_errors": wire.get("inflate_errors"),
+            "connected": conn.get("ok"),
+            "deflate_offered": conn.get("deflate_offered"),
+            "deflate_agreed": conn.get("deflate_agreed"),
             "rabbitmq_cpu_s": round(ra.get("cpu_s", 0) - rb.get("cpu_s", 0), 3) if ra and rb else None,
             "server_rss_kib": sa.get("rss_kib"),
             "client_cpu_s": fan.get("client_process", {}).get("cpu_s"),
             "stop": r.get("stop"),
             "busy_before_pct": load(a.get("quiet", ""), {}).get("busy_pct"),
-            "ok": bool(fan) and bool(pub),
+            "ok": bool(fan) and bool(pub) and not wire.get("inflate_errors"),
         },
         "server": {"before": sb, "after": sa, "log_problems": load(a["log_problems"], [])},
         "machine_load_before": load(a.get("quiet", ""), {}),
@@ -546,44 +563,75 @@ def run_records(results, bench, run_id):
     return recs
 
 
+# Who each target is compared with in the ratio lines (same N and scenario), and why.
+FANOUT_PEERS = {
+    "channelgate-memory": ["daphne", "nchan", "pushpin"],
+    "channelgate-amqp": ["daphne", "nchan", "pushpin"],
+    "channelgate-tls": ["nchan-tls", "channelgate-memory"],      # wss vs wss; wss over ws
+    "channelgate-deflate": ["nchan-deflate", "channelgate-memory"],  # deflate vs deflate; with vs without
+    "nchan-tls": ["nchan"],
+    "nchan-deflate": ["nchan"],
+}
+
+
 def fanout_table(results, run_id):
     recs = run_records(results, "fanout", run_id)
     if not recs:
         print("no results for run", run_id)
         return
-    hdr = (f"{'N':>6} {'scenario':<10} {'target':<19} {'deliv/s':>10} {'delivered/expected':>20} "
-           f"{'loss%':>6} {'p50 ms':>8} {'p99 ms':>9} {'max ms':>9} {'srv cpu s':>9} {'mq cpu s':>8} {'cli cpu s':>9}")
+    hdr = (f"{'N':>6} {'scenario':<9} {'target':<19} {'msg/s':>6} {'deliv/s':>9} {'delivered/expected':>19} "
+           f"{'loss%':>6} {'p50 ms':>7} {'p99 ms':>8} {'max ms':>8} {'srv cpu s':>9} {'us/deliv':>8} "
+           f"{'mq cpu s':>8} {'cli cpu s':>9}")
     print(hdr)
     by = {}
     for rec in recs:
         s = rec["summary"]
         if s.get("client_cpu_s") is None:
             s["client_cpu_s"] = rec.get("fanout", {}).get("client_process", {}).get("cpu_s")
+        if s.get("server_cpu_us_per_delivery") is None and s.get("server_cpu_s") is not None and s.get("delivered"):
+            s["server_cpu_us_per_delivery"] = round(s["server_cpu_s"] * 1e6 / s["delivered"], 3)
         by[(rec["n"], rec["scenario"], rec["target"])] = s
         de = f"{fmt(s['delivered'])}/{fmt(s['expected'])}"
-        print(f"{rec['n']:>6} {rec['scenario']:<10} {rec['target']:<19} {fmt(s['deliveries_per_s'], 0):>10} {de:>20} "
-              f"{fmt(s['loss_pct'], 2):>6} {fmt(s['p50_ms'], 2):>8} {fmt(s['p99_ms'], 2):>9} {fmt(s['max_ms'], 1):>9} "
-              f"{fmt(s['server_cpu_s'], 2):>9} {fmt(s['rabbitmq_cpu_s'], 2):>8} {fmt(s.get('client_cpu_s'), 2):>9}")
+        rate = "burst" if not rec.get("rate") else fmt(rec["rate"], 0)
+        print(f"{rec['n']:>6} {rec['scenario']:<9} {rec['target']:<19} {rate:>6} {fmt(s['deliveries_per_s'], 0):>9} "
+              f"{de:>19} {fmt(s['loss_pct'], 2):>6} {fmt(s['p50_ms'], 2):>7} {fmt(s['p99_ms'], 2):>8} "
+              f"{fmt(s['max_ms'], 1):>8} {fmt(s['server_cpu_s'], 2):>9} {fmt(s.get('server_cpu_us_per_delivery'), 2):>8} "
+              f"{fmt(s['rabbitmq_cpu_s'], 2):>8} {fmt(s.get('client_cpu_s'), 2):>9}")
+    wired = [r for r in recs if r["summary"].get("wire_bytes_per_delivery") is not None]
+    if wired:
+        print()
+        print("on the wire (raw clients): every data frame's header + payload as received, per delivery")
+        print(f"{'N':>6} {'scenario':<9} {'target':<19} {'deflate agreed':>14} {'compressed%':>11} "
+              f"{'message B':>9} {'wire B/deliv':>12} {'us/deliv':>8} {'inflate errors':>14}")
+        for r in wired:
+            s = r["summary"]
+            agreed = f"{fmt(s.get('deflate_agreed'))}/{fmt(s.get('connected'))}" if s.get("deflate_offered") else "not offered"
+            print(f"{r['n']:>6} {r['scenario']:<9} {r['target']:<19} {agreed:>14} {fmt(s.get('compressed_pct'), 1):>11} "
+                  f"{fmt(s.get('message_bytes_per_message'), 0):>9} {fmt(s.get('wire_bytes_per_delivery'), 1):>12} "
+                  f"{fmt(s.get('server_cpu_us_per_delivery'), 2):>8} {fmt(s.get('inflate_errors')):>14}")
     print()
-    print("ratios vs the peers (same N and scenario): deliv/s > 1, p50/p99/cpu < 1 favour channelgate")
-    for (n, sc, tg), s in sorted(by.items()):
-        if not tg.startswith("channelgate"):
-            continue
+    print("ratios (same N and scenario): deliv/s > 1 and p50, p99, cpu/deliv, wire/deliv < 1 favour the first")
 
-        def ratio(x, y):
-            return f"{x / y:.2f}" if x and y else "-"
-        for peer in ("daphne", "nchan", "pushpin"):
+    def ratio(x, y):
+        return f"{x / y:.2f}" if x and y else "-"
+    for (n, sc, tg), s in sorted(by.items()):
+        for peer in FANOUT_PEERS.get(tg, []):
             d = by.get((n, sc, peer))
             if not d:
                 continue
             name = f"{tg}/{peer}"
-            print(f"  N={n:<6} {sc:<10} {name:<26} deliv/s {ratio(s['deliveries_per_s'], d['deliveries_per_s']):>6}"
-                  f"   p50 {ratio(s['p50_ms'], d['p50_ms']):>6}   p99 {ratio(s['p99_ms'], d['p99_ms']):>6}"
-                  f"   server cpu {ratio(s['server_cpu_s'], d['server_cpu_s']):>6}")
+            line = (f"  N={n:<6} {sc:<9} {name:<38} deliv/s {ratio(s['deliveries_per_s'], d['deliveries_per_s']):>6}"
+                    f"   p50 {ratio(s['p50_ms'], d['p50_ms']):>6}   p99 {ratio(s['p99_ms'], d['p99_ms']):>6}"
+                    f"   cpu/deliv {ratio(s.get('server_cpu_us_per_delivery'), d.get('server_cpu_us_per_delivery')):>6}")
+            if s.get("wire_bytes_per_delivery") and d.get("wire_bytes_per_delivery"):
+                line += f"   wire/deliv {ratio(s['wire_bytes_per_delivery'], d['wire_bytes_per_delivery']):>6}"
+            print(line)
     problems = [(r["target"], r["scenario"], r["n"], p) for r in recs for p in r["server"].get("log_problems", [])]
     bad = [r for r in recs if (r["summary"].get("lost") or 0) > 0 or r["summary"].get("connect_failed")
            or r["summary"].get("published_failed") or not r["summary"].get("ok")]
-    if bad or problems:
+    undeflated = [r for r in recs if r["summary"].get("deflate_offered")
+                  and (r["summary"].get("deflate_agreed") or 0) < (r["summary"].get("connected") or 0)]
+    if bad or problems or undeflated:
         print()
     for r in recs:
         if (r["summary"].get("busy_before_pct") or 0) > 25:
@@ -592,7 +640,13 @@ def fanout_table(results, run_id):
     for r in bad:
         s = r["summary"]
         print(f"WARNING: {r['target']} {r['scenario']} N={r['n']}: lost {s.get('lost')}, connect failures "
-              f"{s.get('connect_failed')}, publish failures {s.get('published_failed')}, stop: {s.get('stop')}")
+              f"{s.get('connect_failed')}, publish failures {s.get('published_failed')}, "
+              f"inflate errors {s.get('inflate_errors')}, stop: {s.get('stop')}")
+    for r in undeflated:
+        s = r["summary"]
+        answers = r.get("fanout", {}).get("connect", {}).get("extension_answers")
+        print(f"WARNING: {r['target']} {r['scenario']} N={r['n']}: the clients offered permessage-deflate; "
+              f"the server agreed on {s.get('deflate_agreed')} of {s.get('connected')} connections (answers: {answers})")
     for tg, sc, n, p in problems[:20]:
         print(f"LOG {tg} {sc} N={n}: {p}")
 
@@ -622,6 +676,10 @@ def idle_record(a):
             "server_threads": after.get("threads"),
             "connect_failed": hold.get("connect", {}).get("failed"),
             "connect_p99_ms": hold.get("connect", {}).get("time_ms", {}).get("p99"),
+            # Raw clients (-deflate targets): offered permessage-deflate; on how many
+            # connections the server agreed.
+            "deflate_offered": hold.get("connect", {}).get("deflate_offered"),
+            "deflate_agreed": hold.get("connect", {}).get("deflate_agreed"),
             "busy_before_pct": load(a.get("quiet", ""), {}).get("busy_pct"),
         },
         "server": {"before": before, "after": after, "after_close": load(a.get("after_close", ""), {}),
@@ -641,23 +699,29 @@ def idle_record(a):
 def idle_table(results, run_id):
     recs = run_records(results, "idle", run_id)
     print(f"{'N':>7} {'target':<19} {'connected':>9} {'open@end':>8} {'RSS before':>11} {'RSS after':>11} "
-          f"{'delta KiB':>10} {'bytes/conn':>10} {'connect p99 ms':>14} {'RSS after close':>15}")
+          f"{'delta KiB':>10} {'bytes/conn':>10} {'connect p99 ms':>14} {'RSS after close':>15} {'deflate':>11}")
     by = {}
     for r in recs:
         s = r["summary"]
         by[(r["n"], r["target"])] = s
         print(f"{r['n']:>7} {r['target']:<19} {fmt(s['connected']):>9} {fmt(s['open_at_end']):>8} "
               f"{fmt(s['rss_before_kib']):>11} {fmt(s['rss_after_kib']):>11} {fmt(s['rss_delta_kib']):>10} "
-              f"{fmt(s['bytes_per_connection']):>10} {fmt(s['connect_p99_ms'], 1):>14} {fmt(s.get('rss_after_close_kib')):>15}")
+              f"{fmt(s['bytes_per_connection']):>10} {fmt(s['connect_p99_ms'], 1):>14} {fmt(s.get('rss_after_close_kib')):>15} "
+              f"{(fmt(s.get('deflate_agreed')) + '/' + fmt(s['connected'])) if s.get('deflate_offered') else '-':>11}")
+    # Plain targets against plain peers here; run.sh prints the wss and deflate pairs.
     for (n, tg), s in sorted(by.items()):
         for peer in ("daphne", "nchan", "pushpin"):
             d = by.get((n, peer))
-            if tg.startswith("channelgate") and d and s["bytes_per_connection"] and d["bytes_per_connection"]:
+            if tg == "channelgate" and d and s["bytes_per_connection"] and d["bytes_per_connection"]:
                 print(f"  N={n} {tg}/{peer} bytes per connection: {s['bytes_per_connection'] / d['bytes_per_connection']:.2f}")
     for r in recs:
         s = r["summary"]
         if (s.get("busy_before_pct") or 0) > 25:
             print(f"WARNING: {r['target']} N={r['n']}: the machine was {s['busy_before_pct']}% busy before the run")
+        if s.get("deflate_offered") and (s.get("deflate_agreed") or 0) < (s.get("connected") or 0):
+            print(f"WARNING: {r['target']} N={r['n']}: the clients offered permessage-deflate; the server agreed on "
+                  f"{s.get('deflate_agreed')} of {s.get('connected')} connections "
+                  f"(answers: {r.get('hold', {}).get('connect', {}).get('extension_answers')})")
         if s.get("connect_failed") or (s.get("open_at_end") is not None and s.get("connected") is not None
                                        and s["open_at_end"] < s["connected"]):
             print(f"WARNING: {r['target']} N={r['n']}: connect failures {s.get('connect_failed')}, "

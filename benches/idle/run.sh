@@ -11,7 +11,11 @@
 #   channelgate-tls, nchan-tls
 #                 the same over TLS (wss://): an ECDSA P-256 certificate made with openssl
 #                 for this run, channelgate [tls] listen + certificates, nginx listen ssl
-# with the same client tool (cg-load hold, with --ca-file for wss).
+#   channelgate-deflate, nchan-deflate
+#                 the clients offer permessage-deflate as Chrome does (cg-load's raw
+#                 client) and the server agrees: channelgate [[ws]] compression =
+#                 "deflate", nchan with nchan_deflate_message_for_websocket on
+# with the same client tool (cg-load hold, with --ca-file for wss, --deflate for -deflate).
 #
 #   benches/idle/run.sh [--n 10000] [--big] [--targets channelgate,daphne,nchan,pushpin]
 #                       [--groups 1] [--settle 3] [--concurrency 100]
@@ -41,7 +45,7 @@ KEEP=0
 QUIET_PCT=25       # before each measurement, wait until the machine is at most this busy (CPU %) ...
 QUIET_WAIT=120     # ... for at most this many seconds, then measure anyway and say so
 
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -euo pipefail/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; }
 BENCH=idle
 # shellcheck source=../lib.sh
 source "$(dirname "$0")/../lib.sh"
@@ -68,13 +72,19 @@ num --settle "$SETTLE"; [ "$SETTLE" -le 120 ] || die "--settle must be at most 1
 num --concurrency "$CONCURRENCY"
 IFS=, read -r -a TARGET_LIST <<<"$TARGETS"
 for t in "${TARGET_LIST[@]}"; do
-    case "$t" in channelgate|daphne|nchan|pushpin|channelgate-tls|nchan-tls) ;;
-        *) die "unknown target '$t' (channelgate, daphne, nchan, pushpin, channelgate-tls, nchan-tls)" ;; esac
+    case "$t" in channelgate|daphne|nchan|pushpin|channelgate-tls|nchan-tls|channelgate-deflate|nchan-deflate) ;;
+        *) die "unknown target '$t' (channelgate, daphne, nchan, pushpin, channelgate-tls, nchan-tls, channelgate-deflate, nchan-deflate)" ;; esac
 done
 
 # ------------------------------------------------------------------ setup ---
-[ -x "$PY" ] || "$REPO/scripts/setup"
-"$PY" -c 'import daphne, channels_rabbitmq' 2>/dev/null || "$REPO/scripts/setup"
+# The repo's venv (scripts/setup) is needed for daphne only; the helpers need nothing but
+# the standard library.
+if [[ ",$TARGETS," == *,daphne,* ]]; then
+    [ -x "$PY" ] || "$REPO/scripts/setup"
+    "$PY" -c 'import daphne, channels_rabbitmq' 2>/dev/null || "$REPO/scripts/setup"
+elif [ ! -x "$PY" ]; then
+    PY="$(command -v python3)" || die "python3 is needed"
+fi
 if [ -n "${CHANNELGATE_BIN:-}" ]; then
     [ -x "$BIN" ] || die "CHANNELGATE_BIN=$BIN is not an executable"
 elif [ "$BUILD" = 1 ] || [ ! -x "$BIN" ]; then
@@ -92,7 +102,7 @@ for t in "${TARGET_LIST[@]}"; do
 done
 
 # The peers' Debian packages (benches/lib.sh), installed when missing.
-if [[ ",$TARGETS," == *,nchan,* || ",$TARGETS," == *,nchan-tls,* ]] && ! ensure_nchan; then
+if [[ ",$TARGETS," == *,nchan* ]] && ! ensure_nchan; then
     die "nginx + nchan unavailable (apt-get install libnginx-mod-nchan failed or not root; see /tmp/cg-idle-apt.log)"
 fi
 if [[ ",$TARGETS," == *,pushpin,* ]] && ! ensure_pushpin; then
@@ -118,23 +128,8 @@ trap 'exit 130' INT TERM
 use_private_binary
 "$PY" "$LIB" machine >"$TMP/machine.json"
 "$PY" "$LIB" versions "$REPO" "$BIN" "$PY" >"$TMP/versions.json"
-if [[ ",$TARGETS," == *-tls,* ]]; then
-    # One ECDSA P-256 server certificate for both TLS targets, signed by a CA of this run
-    # (cg-load's --ca-file): rustls/webpki refuses a self-signed CA:TRUE certificate as
-    # the server's own.
-    command -v openssl >/dev/null 2>&1 || die "openssl is needed for the -tls targets"
-    mkdir -p "$TMP/pki"
-    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' \
-        >"$TMP/pki/ext.cnf"
-    { openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=idle bench CA" \
-          -keyout "$TMP/pki/ca.key" -out "$TMP/pki/ca.pem" \
-      && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
-          -keyout "$TMP/pki/key.pem" -out "$TMP/pki/req.csr" \
-      && openssl x509 -req -in "$TMP/pki/req.csr" -CA "$TMP/pki/ca.pem" -CAkey "$TMP/pki/ca.key" \
-          -CAcreateserial -days 2 -extfile "$TMP/pki/ext.cnf" -out "$TMP/pki/cert.pem"; } \
-        >"$TMP/pki/openssl.log" 2>&1 || die "openssl could not make the certificate"
-    chmod 644 "$TMP/pki/key.pem"
-fi
+# One ECDSA P-256 server certificate for both TLS targets, signed by a CA of this run.
+if [[ ",$TARGETS," == *-tls,* ]]; then make_pki "$TMP/pki"; fi
 
 log_problems() {  # LOG OFFSET OUT
     { tail -c +"$(($2 + 1))" "$1" 2>/dev/null | grep -aiE 'error|warn|panic|traceback|exception|critical' || true; } \
@@ -142,17 +137,20 @@ log_problems() {  # LOG OFFSET OUT
 }
 
 WS_PORT=""; ADMIN_PORT=""; SERVER_LOG=""; BACKEND_PID=""; PUSHPIN_SETTINGS=""
-start_server() {  # TARGET N
+# start_server TARGET N; returns 1 (and logs why) when this channelgate does not know a key
+# the target needs (the deflate keys are new).
+start_server() {
     WS_PORT="$("$PY" "$LIB" freeport)"; ADMIN_PORT=""
     SERVER_LOG="$TMP/$1-$2.log"
-    local tls=0 listen_toml="" ssl=""
+    local tls=0 listen_toml="" ssl="" base="${1%-tls}"
+    base="${base%-deflate}"
     [[ "$1" == *-tls ]] && tls=1
     if [ "$tls" = 1 ]; then
         # [server] still needs a plain listener; the clients use the [tls] one.
         listen_toml="[\"127.0.0.1:$("$PY" "$LIB" freeport)\"]"
         ssl=" ssl"
     fi
-    if [ "${1%-tls}" = channelgate ]; then
+    if [ "$base" = channelgate ]; then
         ADMIN_PORT="$("$PY" "$LIB" freeport)"
         local conf="$TMP/$1-$2.toml"
         [ -n "$listen_toml" ] || listen_toml="[\"127.0.0.1:$WS_PORT\"]"
@@ -178,6 +176,7 @@ access_log = false
 path = "/ws/{g}/"
 groups = ["{g}"]
 EOF
+        if [ "$1" = channelgate-deflate ]; then echo 'compression = "deflate"' >>"$conf"; fi
         if [ "$tls" = 1 ]; then
             cat >>"$conf" <<EOF
 
@@ -186,12 +185,22 @@ listen = ["127.0.0.1:$WS_PORT"]
 certificates = [{ cert = "$TMP/pki/cert.pem", key = "$TMP/pki/key.pem" }]
 EOF
         fi
-        "$BIN" check --config "$conf" >/dev/null 2>"$TMP/check.err" || { cat "$TMP/check.err" >&2; die "channelgate check failed"; }
+        if ! "$BIN" check --config "$conf" >/dev/null 2>"$TMP/check.err"; then
+            cat "$TMP/check.err" >&2
+            if [ "$1" = channelgate-deflate ] && grep -qi 'compression' "$TMP/check.err"; then
+                log "WARNING: this channelgate does not know [[ws]] compression yet; skipping $1"
+                return 1
+            fi
+            die "channelgate check failed"
+        fi
         "$BIN" run --config "$conf" >"$SERVER_LOG" 2>&1 &
-    elif [ "${1%-tls}" = nchan ]; then
+    elif [ "$base" = nchan ]; then
         mkdir -p "$TMP/nginx-tmp"
-        local ssl_conf=""
+        local ssl_conf="" deflate_conf=""
         [ "$tls" = 1 ] && ssl_conf="ssl_certificate $TMP/pki/cert.pem; ssl_certificate_key $TMP/pki/key.pem;"
+        # nchan agrees to permessage-deflate whenever a client offers it; the directive
+        # (server level here: no messages are published) is what a deflate setup sets.
+        [ "$1" = nchan-deflate ] && deflate_conf="nchan_deflate_message_for_websocket on;"
         cat >"$TMP/$1-$2.conf" <<EOF
 load_module $NCHAN_MODULE;
 worker_processes 2;
@@ -209,6 +218,7 @@ http {
     server {
         listen 127.0.0.1:$WS_PORT$ssl;
         $ssl_conf
+        $deflate_conf
         location ~ "^/ws/([A-Za-z0-9._-]+)/\$" {
             nchan_subscriber websocket;
             nchan_channel_id \$1;
@@ -250,9 +260,10 @@ stop_server() {
     BACKEND_PID=""
 }
 
-urls() {  # TARGET; N-independent: one URL per group
+urls() {  # TARGET; N-independent: one URL per group (and --ca-file, --deflate as needed)
     local g scheme=ws
     if [[ "$1" == *-tls ]]; then scheme=wss; printf -- '--ca-file\n%s\n' "$TMP/pki/ca.pem"; fi
+    if [[ "$1" == *-deflate ]]; then printf -- '--deflate\n'; fi
     for g in $(seq 1 "$GROUPS_N"); do printf -- '--url\n%s://127.0.0.1:%s/ws/idle-%s-%s/\n' "$scheme" "$WS_PORT" "$RUN_ID" "$g"; done
 }
 
@@ -260,10 +271,10 @@ measure() {  # TARGET N
     local target="$1" n="$2" tag="$1-$2"
     if [ "$NOFILE" != unlimited ] && [ "$NOFILE" -lt $((n + 1024)) ]; then
         log "SKIPPED $tag: needs $((n + 1024)) open files per process, the limit here is $NOFILE (hard limit; not raisable in this container)"
-        SKIPPED+=("$tag")
+        SKIPPED+=("$tag: not enough file descriptors (limit $NOFILE)")
         return 0
     fi
-    start_server "$target" "$n"
+    start_server "$target" "$n" || { SKIPPED+=("$target-$n (the binary lacks [[ws]] compression)"); return 0; }
     local url_args=()
     mapfile -t url_args < <(urls "$target")
     # Warm-up: first connections load code, start the channel layer, grow pools; they
@@ -328,6 +339,8 @@ measure() {  # TARGET N
             channelgate-tls) echo 'threads=2, memory broker, [[ws]] defaults (ping 20s, send_queue 256), [tls] listen + certificates (ECDSA P-256), other [tls] keys default' ;;
             nchan) echo 'nginx worker_processes 2 (RSS of master + workers), nchan websocket subscriber defaults' ;;
             nchan-tls) echo 'nginx worker_processes 2 (RSS of master + workers), nchan websocket subscriber defaults, listen ssl (ECDSA P-256), ssl_* defaults' ;;
+            channelgate-deflate) echo 'threads=2, memory broker, [[ws]] defaults (ping 20s, send_queue 256) + compression = "deflate"; clients offer permessage-deflate; client_max_window_bits (cg-load raw client)' ;;
+            nchan-deflate) echo 'nginx worker_processes 2 (RSS of master + workers), nchan websocket subscriber defaults, nchan_deflate_message_for_websocket on; clients offer permessage-deflate; client_max_window_bits (cg-load raw client)' ;;
             pushpin) echo "$PUSHPIN_SETTINGS (RSS of the runner + every service; the backend separately)" ;;
             *) echo 'daphne 1 process, defaults, channels_rabbitmq defaults' ;;
         esac)" \
@@ -364,7 +377,11 @@ for (n, t), b in sorted(by.items()):
         print(f"  N={n} channelgate-tls/nchan-tls bytes per connection: {b / by[(n, 'nchan-tls')]:.2f}")
     if t.endswith("-tls") and b and by.get((n, t[:-4])):
         print(f"  N={n} {t}/{t[:-4]} (wss over ws) bytes per connection: {b / by[(n, t[:-4])]:.2f}")
+    if t == "channelgate-deflate" and b and by.get((n, "nchan-deflate")):
+        print(f"  N={n} channelgate-deflate/nchan-deflate bytes per connection: {b / by[(n, 'nchan-deflate')]:.2f}")
+    if t.endswith("-deflate") and b and by.get((n, t[:-8])):
+        print(f"  N={n} {t}/{t[:-8]} (deflate negotiated over not) bytes per connection: {b / by[(n, t[:-8])]:.2f}")
 EOF
-for s in "${SKIPPED[@]}"; do echo "SKIPPED $s: not enough file descriptors (limit $NOFILE)"; done
+for s in "${SKIPPED[@]}"; do echo "SKIPPED $s"; done
 echo
 echo "results appended to ${RESULTS#"$REPO"/} (run_id $RUN_ID)"

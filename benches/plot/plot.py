@@ -306,7 +306,8 @@ def hbar_chart(path, title, subtitle, groups, series, log=False, value_fmt=fmt_n
 
 # ----------------------------------------------------------------- charts ---
 
-FANOUT_ORDER = ["channelgate-memory", "channelgate-amqp", "daphne", "nchan", "pushpin"]
+FANOUT_ORDER = ["channelgate-memory", "channelgate-amqp", "channelgate-tls", "channelgate-deflate", "daphne",
+                "nchan", "nchan-tls", "nchan-deflate", "pushpin"]
 SCEN_ORDER = ["burst", "rate"]
 
 
@@ -329,11 +330,20 @@ def fanout_charts(results, out):
     msgs = any_rec.get("messages")
     size = (any_rec.get("params") or {}).get("size", "250")
     rate = next((r.get("rate") for r, _ in pairs if r.get("scenario") == "rate"), None)
+    # Runs with cases (benches/fanout/run.sh --case, --steady) have a rate and M per N.
+    cases = sorted({(r["n"], r.get("rate"), r.get("messages")) for r, _ in pairs if r.get("scenario") == "rate"})
     targets = sorted({r["target"] for r, _ in pairs}, key=order_key(FANOUT_ORDER))
     by = {(r["target"], r["scenario"], r["n"]): (r, filled) for r, filled in pairs}
     note = filled_note(pairs)
-    sub = (f"run {run_id}, N = {', '.join(map(str, ns))} clients in one group, {msgs} messages of {size} B; "
-           f"burst = as fast as possible, rate = {rate:g} msg/s\n{machine_line(any_rec)}")
+    payload = "AWX job events" if any_rec.get("payload") == "awx" else f"messages of {size} B"
+    if len(cases) > 1:
+        sub = (f"run {run_id}, one group of N clients, {payload}; cases N x rate x messages: "
+               + ", ".join(f"{n} x {r:g}/s x {m}" for n, r, m in cases)
+               + f"; burst = the same messages as fast as possible\n{machine_line(any_rec)}")
+    else:
+        sub = (f"run {run_id}, N = {', '.join(map(str, ns))} clients in one group, {msgs} {payload}; "
+               f"burst = as fast as possible, rate = {rate:g} msg/s\n{machine_line(any_rec)}")
+    rate_label = f"rate {rate:g}/s" if len(cases) <= 1 and rate is not None else "rate"
     written = []
 
     def label(t, n):
@@ -354,8 +364,8 @@ def fanout_charts(results, out):
             groups.append({"label": label(t, n), "values": vals, "tags": tags, "target": t, "dim": dim})
     written.append(hbar_chart(
         os.path.join(out, "fanout-deliveries.svg"), "WebSocket fan-out: deliveries per second (more is better)",
-        sub, groups, ["burst", f"rate {rate:g}/s"], log=True, xlabel="deliveries/s (log scale)",
-        notes=[n for n in [note, *busy_notes(pairs), f"source: benches/results/fanout.jsonl (benches/fanout/run.sh); in the rate scenario the offered load is N x {rate:g}/s"] if n]))
+        sub, groups, ["burst", rate_label], log=True, xlabel="deliveries/s (log scale)",
+        notes=[n for n in [note, *busy_notes(pairs), "source: benches/results/fanout.jsonl (benches/fanout/run.sh); in the rate scenario the offered load is N x rate"] if n]))
     # (b) latency p50 / p99 per target and scenario
     groups = []
     for n in ns:

@@ -19,9 +19,69 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
+use crate::raw::{self, RawWs, Recv, WireStats};
 use crate::util::{self, parse_duration, parse_header};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// One client connection: tokio-tungstenite's, or the raw client's (`--raw`, `--deflate`).
+pub enum Conn {
+    Tungstenite(Box<Ws>),
+    Raw(Box<RawWs<MaybeTlsStream<TcpStream>>>),
+}
+
+impl Conn {
+    /// The next text or binary message (pings are answered on the way), a close, the
+    /// end of the stream or an error.
+    pub async fn recv(&mut self) -> Recv {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::{Bytes, Message};
+        match self {
+            Conn::Raw(r) => r.recv().await,
+            Conn::Tungstenite(ws) => loop {
+                return match ws.next().await {
+                    Some(Ok(Message::Text(t))) => Recv::Data(Bytes::from(t)),
+                    Some(Ok(Message::Binary(b))) => Recv::Data(b),
+                    Some(Ok(Message::Close(f))) => Recv::Close(f.as_ref().map_or(1005, |f| u16::from(f.code))),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => Recv::Error(crate::hold::short_err(&e)),
+                    None => Recv::Eof,
+                };
+            },
+        }
+    }
+
+    /// Sends a close (1000) and flushes it.
+    pub async fn close(&mut self) {
+        match self {
+            Conn::Raw(r) => r.close().await,
+            Conn::Tungstenite(ws) => {
+                let _ = ws.close(Some(normal_close())).await;
+            }
+        }
+    }
+
+    /// What the raw client counted (None for tungstenite's).
+    pub fn wire(&self) -> Option<&WireStats> {
+        match self {
+            Conn::Raw(r) => Some(&r.stats),
+            Conn::Tungstenite(_) => None,
+        }
+    }
+
+    /// Whether the server agreed to permessage-deflate.
+    pub fn deflate(&self) -> bool {
+        matches!(self, Conn::Raw(r) if r.deflate().is_some())
+    }
+
+    /// The server's Sec-WebSocket-Extensions answer (raw client only).
+    pub fn extensions(&self) -> Option<&str> {
+        match self {
+            Conn::Raw(r) => r.extensions.as_deref(),
+            Conn::Tungstenite(_) => None,
+        }
+    }
+}
 
 /// Options every client mode shares.
 #[derive(Args, Clone, Debug)]
@@ -66,6 +126,22 @@ pub struct ClientOpts {
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
 
+    /// Use the raw client (its own handshake and frame parser) instead of tokio-tungstenite:
+    /// counts every frame's bytes as received (`wire` in the JSON).
+    #[arg(long)]
+    pub raw: bool,
+
+    /// Offer permessage-deflate like Chrome (`Sec-WebSocket-Extensions: permessage-deflate;
+    /// client_max_window_bits`) and inflate what arrives compressed. Implies --raw.
+    #[arg(long)]
+    pub deflate: bool,
+
+    /// With --deflate: only client i with i mod K = 0 inflates (and so reads timestamps and
+    /// sequence numbers); the others count compressed messages without inflating them,
+    /// which spares the clients' CPU. 1: every client inflates every message.
+    #[arg(long, default_value_t = 1)]
+    pub inflate_every: usize,
+
     /// Free-form label copied into the JSON line (e.g. the server under test).
     #[arg(long)]
     pub label: Option<String>,
@@ -79,19 +155,33 @@ pub struct ClientOpts {
 struct Target {
     url: String,
     addr: SocketAddr,
+    tls: bool,
+    /// Host header value and request path (raw client).
+    authority: String,
+    host: String,
+    path: String,
 }
 
 fn targets(urls: &[String]) -> Result<Vec<Target>, String> {
     urls.iter()
         .map(|u| {
             let default_port = if u.starts_with("wss://") { 443 } else { 80 };
-            let (scheme, host, port, _) = util::split_url(u, default_port)?;
+            let (scheme, host, port, path) = util::split_url(u, default_port)?;
             if scheme != "ws" && scheme != "wss" {
                 return Err(format!("`{u}`: only ws:// and wss:// URLs are supported"));
             }
+            let authority = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
             Ok(Target {
                 url: u.clone(),
                 addr: util::loopback_addr(&host, port)?,
+                tls: scheme == "wss",
+                authority,
+                host,
+                path,
             })
         })
         .collect()
@@ -117,7 +207,7 @@ async fn connect_one(
     opts: &ClientOpts,
     cfg: WebSocketConfig,
     tls: Option<Arc<rustls::ClientConfig>>,
-) -> Result<Ws, String> {
+) -> Result<Conn, String> {
     let sock = TcpSocket::new_v4().map_err(|e| format!("socket {:?}", e.kind()))?;
     if opts.source_ips > 0 && t.addr.is_ipv4() {
         let last = 1 + (i as u32 % opts.source_ips.min(254)) as u8;
@@ -129,6 +219,9 @@ async fn connect_one(
         .await
         .map_err(|e| format!("connect {:?}", e.kind()))?;
     let _ = stream.set_nodelay(true);
+    if opts.raw || opts.deflate {
+        return connect_raw(i, t, opts, stream, tls).await;
+    }
     let mut req = t
         .url
         .as_str()
@@ -141,11 +234,37 @@ async fn connect_one(
     }
     // ws:// URLs stay plain whatever the connector; wss:// ones use it.
     let connector = tls.map(Connector::Rustls).unwrap_or(Connector::Plain);
-    let (ws, _resp) =
-        tokio_tungstenite::client_async_tls_with_config(req, stream, Some(cfg), Some(connector))
-            .await
-            .map_err(|e| error_kind(&e))?;
-    Ok(ws)
+    let (ws, _resp) = tokio_tungstenite::client_async_tls_with_config(req, stream, Some(cfg), Some(connector))
+        .await
+        .map_err(|e| error_kind(&e))?;
+    Ok(Conn::Tungstenite(Box::new(ws)))
+}
+
+/// The raw client: TLS (for wss://) with tokio-rustls, then its own upgrade.
+async fn connect_raw(
+    i: usize,
+    t: &Target,
+    opts: &ClientOpts,
+    stream: TcpStream,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Conn, String> {
+    let io = match (t.tls, tls) {
+        (false, _) => MaybeTlsStream::Plain(stream),
+        (true, Some(cfg)) => {
+            let name = rustls::pki_types::ServerName::try_from(t.host.clone())
+                .map_err(|e| format!("tls: server name {}: {e}", t.host))?;
+            let s = tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("tls: {:?}", e.kind()))?;
+            MaybeTlsStream::Rustls(s)
+        }
+        (true, None) => return Err("wss:// needs --ca-file".into()),
+    };
+    let seed = util::now_ns() ^ ((i as u64) << 32) ^ 0x9e37_79b9_7f4a_7c15;
+    let mut ws = raw::handshake(io, &t.authority, &t.path, &opts.headers, opts.deflate, seed).await?;
+    ws.inflate = i % opts.inflate_every.max(1) == 0;
+    Ok(Conn::Raw(Box::new(ws)))
 }
 
 /// A rustls client config trusting only the certificates in `ca` (PEM).
@@ -177,7 +296,7 @@ pub struct ConnectLog {
 /// Handed to each client's body.
 pub struct Client {
     pub index: usize,
-    pub ws: Ws,
+    pub ws: Conn,
     /// Becomes true when the run is over: the body should close and return.
     pub stop: watch::Receiver<bool>,
 }
@@ -185,6 +304,10 @@ pub struct Client {
 /// The run-wide state the driver and the bodies share.
 pub struct Phase {
     pub connected: AtomicUsize,
+    /// Connections on which the server agreed to permessage-deflate.
+    pub deflate_agreed: AtomicUsize,
+    /// The servers' Sec-WebSocket-Extensions answers, counted ("" = none; raw client).
+    pub extension_answers: Mutex<BTreeMap<String, u64>>,
     pub failed: AtomicUsize,
     pub log: Mutex<ConnectLog>,
     pub started: Instant,
@@ -223,6 +346,8 @@ where
         .max_frame_size(Some(16 << 20));
     let phase = Arc::new(Phase {
         connected: AtomicUsize::new(0),
+        deflate_agreed: AtomicUsize::new(0),
+        extension_answers: Mutex::new(BTreeMap::new()),
         failed: AtomicUsize::new(0),
         log: Mutex::new(ConnectLog::default()),
         started: Instant::now(),
@@ -252,6 +377,13 @@ where
             match res {
                 Ok(Ok(ws)) => {
                     phase.log.lock().unwrap().times_ns.push(elapsed);
+                    if matches!(ws, Conn::Raw(_)) {
+                        let answer = ws.extensions().unwrap_or("").to_string();
+                        *phase.extension_answers.lock().unwrap().entry(answer).or_default() += 1;
+                    }
+                    if ws.deflate() {
+                        phase.deflate_agreed.fetch_add(1, Ordering::SeqCst);
+                    }
                     phase.connected.fetch_add(1, Ordering::SeqCst);
                     Some(body(Client { index: i, ws, stop }).await)
                 }
@@ -271,9 +403,8 @@ where
 
     // Every attempt is bounded by connect_timeout, so this loop ends; the extra bound is
     // a safety net.
-    let limit = opts.connect_timeout.as_secs_f64()
-        * ((opts.connections as f64 / opts.concurrency as f64).ceil() + 1.0)
-        + 10.0;
+    let limit =
+        opts.connect_timeout.as_secs_f64() * ((opts.connections as f64 / opts.concurrency as f64).ceil() + 1.0) + 10.0;
     let mut last_progress = Instant::now();
     loop {
         let (ok, failed) = (
@@ -331,6 +462,9 @@ pub fn connect_report(opts: &ClientOpts, phase: &Phase, connect_wall: Duration) 
         "wall_s": util::round3(connect_wall.as_secs_f64()),
         "per_s": if connect_wall.as_secs_f64() > 0.0 { util::round3(ok as f64 / connect_wall.as_secs_f64()) } else { 0.0 },
         "time_ms": times,
+        "deflate_offered": opts.deflate,
+        "deflate_agreed": phase.deflate_agreed.load(Ordering::SeqCst),
+        "extension_answers": phase.extension_answers.lock().unwrap().clone(),
     })
 }
 
@@ -344,6 +478,9 @@ pub fn client_params(opts: &ClientOpts) -> Value {
         "connect_timeout_s": opts.connect_timeout.as_secs_f64(),
         "source_ips": opts.source_ips,
         "read_buffer": opts.read_buffer,
+        "client": if opts.raw || opts.deflate { "raw" } else { "tokio-tungstenite" },
+        "offer_deflate": opts.deflate.then_some(raw::DEFLATE_OFFER),
+        "inflate_every": opts.deflate.then_some(opts.inflate_every.max(1)),
     })
 }
 
@@ -358,8 +495,7 @@ pub fn normal_close() -> tokio_tungstenite::tungstenite::protocol::CloseFrame {
 /// Resolves when SIGINT or SIGTERM arrives.
 pub async fn terminated() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         std::future::pending::<()>().await;
         return;
     };

@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use futures_util::StreamExt;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::clients::{self, Client, ClientOpts};
+use crate::raw::{Recv, WireStats};
 use crate::util::{self, parse_duration};
 
 #[derive(Args, Debug)]
@@ -24,29 +23,33 @@ pub struct HoldArgs {
 
 struct HoldOut {
     frames: u64,
+    /// What the raw client counted (--raw, --deflate).
+    wire: Option<WireStats>,
     /// Why the connection ended before the stop, if it did.
     ended: Option<String>,
 }
 
 async fn body(mut c: Client) -> HoldOut {
-    let mut out = HoldOut { frames: 0, ended: None };
+    let mut out = HoldOut {
+        frames: 0,
+        wire: None,
+        ended: None,
+    };
     loop {
         tokio::select! {
             _ = c.stop.wait_for(|s| *s) => break,
-            m = c.ws.next() => match m {
-                None => { out.ended = Some("eof".into()); break; }
-                Some(Err(e)) => { out.ended = Some(short_err(&e)); break; }
-                Some(Ok(Message::Close(f))) => {
-                    out.ended = Some(format!("close {}", f.map_or(1005, |f| u16::from(f.code))));
-                    break;
-                }
-                Some(Ok(_)) => out.frames += 1,
+            m = c.ws.recv() => match m {
+                Recv::Eof => { out.ended = Some("eof".into()); break; }
+                Recv::Error(e) => { out.ended = Some(e.chars().take(60).collect()); break; }
+                Recv::Close(code) => { out.ended = Some(format!("close {code}")); break; }
+                Recv::Data(_) | Recv::Compressed => out.frames += 1,
             }
         }
     }
     if out.ended.is_none() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), c.ws.close(Some(crate::clients::normal_close()))).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.ws.close()).await;
     }
+    out.wire = c.ws.wire().cloned();
     let _ = c.index;
     out
 }
@@ -80,8 +83,12 @@ pub async fn run(opts: &ClientOpts, hold: Option<Duration>) -> Result<(), String
     let (outs, late) = clients::collect(handles, Duration::from_secs(15)).await;
     let mut ended: BTreeMap<String, u64> = BTreeMap::new();
     let mut frames = 0;
+    let mut wire: Option<WireStats> = None;
     for o in &outs {
         frames += o.frames;
+        if let Some(w) = &o.wire {
+            wire.get_or_insert_with(WireStats::default).add(w);
+        }
         if let Some(e) = &o.ended {
             *ended.entry(e.clone()).or_default() += 1;
         }
@@ -106,6 +113,7 @@ pub async fn run(opts: &ClientOpts, hold: Option<Duration>) -> Result<(), String
             "open_at_end": outs.len() as u64 - ended_total,
             "frames_received": frames,
             "late_tasks": late,
+            "wire": wire.as_ref().map(crate::fanout::wire_json),
         },
         "client_process": {
             "cpu_s": util::round3(util::self_cpu_seconds()),

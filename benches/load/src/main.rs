@@ -5,23 +5,31 @@
 //!   cg-load connect --url ws://127.0.0.1:8000/ws/g/ -n 10000
 //!   cg-load hold    --url ws://127.0.0.1:8000/ws/g/ -n 10000 --seconds 30 --ready-file /tmp/r
 //!   cg-load fanout  --url ws://127.0.0.1:8000/ws/g/ -n 1000 -m 100 --ready-file /tmp/r
+//!   cg-load fanout  --url ws://127.0.0.1:8000/ws/g/ -n 1000 -m 100 --deflate   (raw client, offers deflate)
 //!   cg-load publish --target http-admin --admin http://127.0.0.1:9100 --group g -m 100 --rate 100
 //!   cg-load publish --target amqp --group g -m 100
+//!   cg-load publish --target http-admin --group g -m 1000 --rate 100 --payload awx
 //!   cg-load publish --target http-post --post-url http://127.0.0.1:8080/pub/{group} --group g
 //!   cg-load publish --target pushpin --pushpin-url http://127.0.0.1:5561/publish/ --group g
 //!
 //! Only loopback addresses (127.0.0.0/8, ::1) are accepted as targets.
 
+mod awx;
 mod clients;
 mod fanout;
 mod hold;
 mod publish;
+mod raw;
 mod util;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "cg-load", version, about = "WebSocket fan-out / idle load tool for channelgate benchmarks (loopback only)")]
+#[command(
+    name = "cg-load",
+    version,
+    about = "WebSocket fan-out / idle load tool for channelgate benchmarks (loopback only)"
+)]
 struct Cli {
     /// Tokio worker threads (default: one per CPU).
     #[arg(long, global = true)]

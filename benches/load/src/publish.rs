@@ -33,6 +33,16 @@ pub enum PublishTarget {
     Pushpin,
 }
 
+/// What each message's text is.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PayloadKind {
+    /// "<ns> <seq> " padded with 'x' to --size bytes.
+    Text,
+    /// An AWX-like job event: JSON of 300–2,000 bytes ({"t": <ns>, "seq": <n>, "type":
+    /// "job_event", "event": ..., "stdout": ..., "event_data": {...}}); --size is ignored.
+    Awx,
+}
+
 #[derive(Args, Debug)]
 pub struct PublishArgs {
     #[arg(long, value_enum)]
@@ -78,6 +88,10 @@ pub struct PublishArgs {
     #[arg(long, default_value_t = 250)]
     pub size: usize,
 
+    /// Message texts: `text` (padded to --size) or `awx` (job events of 300–2,000 bytes).
+    #[arg(long, value_enum, default_value = "text")]
+    pub payload: PayloadKind,
+
     /// The event's "type".
     #[arg(long = "type", default_value = "bench.message")]
     pub event_type: String,
@@ -108,6 +122,14 @@ pub struct PublishArgs {
     pub label: Option<String>,
 }
 
+/// The text of message `seq` of the chosen kind.
+fn text(kind: PayloadKind, seq: u64, size: usize) -> String {
+    match kind {
+        PayloadKind::Text => payload(seq, size),
+        PayloadKind::Awx => crate::awx::event(seq),
+    }
+}
+
 /// The text of message `seq`: "<ns> <seq> xxx…" of exactly `size` bytes (or longer when
 /// the numbers need it).
 pub fn payload(seq: u64, size: usize) -> String {
@@ -124,6 +146,8 @@ struct Tally {
     ok: u64,
     failed: u64,
     statuses: BTreeMap<String, u64>,
+    /// Bytes of message text sent (before any framing or compression).
+    text_bytes: u64,
     delivered_reported: u64,
     latency_ns: Vec<u64>,
     lag_ns: Vec<u64>,
@@ -174,7 +198,13 @@ impl HttpConn {
     }
 
     /// POSTs and returns (status, body).
-    async fn post(&mut self, path: &str, ctype: &str, body: &[u8], token: Option<&str>) -> std::io::Result<(u16, Vec<u8>)> {
+    async fn post(
+        &mut self,
+        path: &str,
+        ctype: &str,
+        body: &[u8],
+        token: Option<&str>,
+    ) -> std::io::Result<(u16, Vec<u8>)> {
         let mut req = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n",
             self.host,
@@ -264,7 +294,10 @@ fn http_body(target: PublishTarget, ty: &str, group: &str, text: String) -> (Vec
                 .unwrap(),
             "application/json",
         ),
-        _ => (serde_json::to_vec(&json!({"type": ty, "text": text})).unwrap(), "application/json"),
+        _ => (
+            serde_json::to_vec(&json!({"type": ty, "text": text})).unwrap(),
+            "application/json",
+        ),
     }
 }
 
@@ -297,6 +330,7 @@ async fn run_http(a: &PublishArgs, tally: Arc<Mutex<Tally>>) -> Result<(), Strin
     for _ in 0..a.http_connections.max(1) {
         let (next, tally) = (next.clone(), tally.clone());
         let groups = a.groups.clone();
+        let kind = a.payload;
         let (m, rate, size, ty, token, limit, base) = (
             a.messages,
             a.rate,
@@ -324,13 +358,16 @@ async fn run_http(a: &PublishArgs, tally: Arc<Mutex<Tally>>) -> Result<(), Strin
                     tally.lock().unwrap().lag_ns.push(lag);
                 }
                 for g in &groups {
-                    let (body, ctype) = http_body(target, &ty, g, payload(i, size));
+                    let txt = text(kind, i, size);
+                    let txt_len = txt.len() as u64;
+                    let (body, ctype) = http_body(target, &ty, g, txt);
                     let t0 = Instant::now();
                     let path = base.replace("{group}", g);
                     let res = tokio::time::timeout(limit, conn.post(&path, ctype, &body, token.as_deref())).await;
                     let took = t0.elapsed().as_nanos() as u64;
                     let mut t = tally.lock().unwrap();
                     t.sent += 1;
+                    t.text_bytes += txt_len;
                     match res {
                         Ok(Ok((status, rbody))) => {
                             t.latency_ns.push(took);
@@ -390,8 +427,10 @@ async fn run_amqp(a: &PublishArgs, tally: Arc<Mutex<Tally>>) -> Result<(), Strin
         return Err(format!("--amqp-url `{}` must be amqp://", a.amqp_url));
     }
     util::loopback_addr(&host, port)?;
-    let props = ConnectionProperties::default()
-        .with_connection_name(lapin::types::LongString::from(format!("cg-load publish {}", std::process::id())));
+    let props = ConnectionProperties::default().with_connection_name(lapin::types::LongString::from(format!(
+        "cg-load publish {}",
+        std::process::id()
+    )));
     let conn = tokio::time::timeout(
         Duration::from_secs(10),
         Connection::connect_with_runtime(&a.amqp_url, props, async_rs::Runtime::tokio_current()),
@@ -399,16 +438,27 @@ async fn run_amqp(a: &PublishArgs, tally: Arc<Mutex<Tally>>) -> Result<(), Strin
     .await
     .map_err(|_| "RabbitMQ: connect timed out".to_string())?
     .map_err(|e| format!("RabbitMQ: {e}"))?;
-    let ch = conn.create_channel().await.map_err(|e| format!("RabbitMQ channel: {e}"))?;
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(|e| format!("RabbitMQ channel: {e}"))?;
     // Passive: the exchange belongs to the layer (direct, non-durable); never redeclare it.
     ch.exchange_declare(
         a.exchange.as_str().into(),
         ExchangeKind::Direct,
-        ExchangeDeclareOptions { passive: true, ..Default::default() },
+        ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
         FieldTable::default(),
     )
     .await
-    .map_err(|e| format!("exchange `{}` does not exist (is the consumer running?): {e}", a.exchange))?;
+    .map_err(|e| {
+        format!(
+            "exchange `{}` does not exist (is the consumer running?): {e}",
+            a.exchange
+        )
+    })?;
     let confirm = !a.no_confirm;
     if confirm {
         ch.confirm_select(ConfirmSelectOptions::default())
@@ -462,7 +512,9 @@ async fn run_amqp(a: &PublishArgs, tally: Arc<Mutex<Tally>>) -> Result<(), Strin
                     settle(&mut tally.lock().unwrap(), r);
                 }
             }
-            let body = msgpack_body(&a.event_type, &payload(i, a.size), g);
+            let txt = text(a.payload, i, a.size);
+            tally.lock().unwrap().text_bytes += txt.len() as u64;
+            let body = msgpack_body(&a.event_type, &txt, g);
             let t0 = Instant::now();
             let published = ch
                 .basic_publish(
@@ -476,7 +528,9 @@ async fn run_amqp(a: &PublishArgs, tally: Arc<Mutex<Tally>>) -> Result<(), Strin
             tally.lock().unwrap().sent += 1;
             match published {
                 Ok(pc) => pending.push(tokio::time::timeout(limit, async move {
-                    pc.await.map(|c| (c, t0.elapsed().as_nanos() as u64)).map_err(|e| format!("error: {e}"))
+                    pc.await
+                        .map(|c| (c, t0.elapsed().as_nanos() as u64))
+                        .map_err(|e| format!("error: {e}"))
                 })),
                 Err(e) => {
                     let mut t = tally.lock().unwrap();
@@ -510,7 +564,9 @@ pub async fn run(a: &PublishArgs) -> Result<(), String> {
     let t0 = Instant::now();
     let started_ns = now_ns();
     match a.target {
-        PublishTarget::HttpAdmin | PublishTarget::HttpPost | PublishTarget::Pushpin => run_http(a, tally.clone()).await?,
+        PublishTarget::HttpAdmin | PublishTarget::HttpPost | PublishTarget::Pushpin => {
+            run_http(a, tally.clone()).await?
+        }
         PublishTarget::Amqp => run_amqp(a, tally.clone()).await?,
     }
     let elapsed = t0.elapsed().as_secs_f64();
@@ -531,7 +587,9 @@ pub async fn run(a: &PublishArgs) -> Result<(), String> {
             "groups": a.groups,
             "messages": a.messages,
             "rate": a.rate,
-            "size": a.size,
+            "size": if a.payload == PayloadKind::Text { Some(a.size) } else { None },
+            "payload": format!("{:?}", a.payload).to_lowercase(),
+            "payload_size_range": if a.payload == PayloadKind::Awx { Some([crate::awx::MIN_SIZE, crate::awx::MAX_SIZE]) } else { None },
             "type": a.event_type,
             "http_connections": if a.target != PublishTarget::Amqp { Some(a.http_connections) } else { None },
             "window": if a.target == PublishTarget::Amqp { Some(a.window) } else { None },
@@ -546,6 +604,8 @@ pub async fn run(a: &PublishArgs) -> Result<(), String> {
             "outcomes": t.statuses,
             "achieved_per_s": if elapsed > 0.0 { round3(t.sent as f64 / elapsed) } else { 0.0 },
             "delivered_reported": t.delivered_reported,
+            "text_bytes": t.text_bytes,
+            "text_bytes_per_message": if t.sent > 0 { round3(t.text_bytes as f64 / t.sent as f64) } else { 0.0 },
             "latency_ms": latency,
             "schedule_lag_ms": lag,
         },
@@ -571,7 +631,10 @@ mod tests {
         let (b, ctype) = http_body(PublishTarget::Pushpin, "bench.message", "g1", "hi".into());
         assert_eq!(ctype, "application/json");
         let v: Value = serde_json::from_slice(&b).unwrap();
-        assert_eq!(v, json!({"items": [{"channel": "g1", "formats": {"ws-message": {"content": "hi"}}}]}));
+        assert_eq!(
+            v,
+            json!({"items": [{"channel": "g1", "formats": {"ws-message": {"content": "hi"}}}]})
+        );
         let (b, ctype) = http_body(PublishTarget::HttpPost, "bench.message", "g1", "hi".into());
         assert_eq!((b.as_slice(), ctype), (&b"hi"[..], "text/plain"));
     }

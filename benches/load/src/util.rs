@@ -203,7 +203,10 @@ mod tests {
     #[test]
     fn urls() {
         let (s, h, p, r) = split_url("ws://127.0.0.1:8000/ws/g/", 80).unwrap();
-        assert_eq!((s.as_str(), h.as_str(), p, r.as_str()), ("ws", "127.0.0.1", 8000, "/ws/g/"));
+        assert_eq!(
+            (s.as_str(), h.as_str(), p, r.as_str()),
+            ("ws", "127.0.0.1", 8000, "/ws/g/")
+        );
         let (_, h, p, r) = split_url("amqp://guest:guest@127.0.0.1:5672/%2f", 5672).unwrap();
         assert_eq!((h.as_str(), p, r.as_str()), ("127.0.0.1", 5672, "/%2f"));
         let (_, h, p, _) = split_url("http://localhost", 80).unwrap();
