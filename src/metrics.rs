@@ -348,7 +348,7 @@ impl Metrics {
             bytes_out: counter(
                 reg,
                 "channelgate_ws_sent_bytes_total",
-                "Payload bytes sent to WebSocket clients.",
+                "Bytes written to WebSocket clients: whole frames, headers included, compressed as sent.",
             ),
             inbound: counter_vec(
                 reg,
