@@ -124,6 +124,10 @@ fn add_tls_listeners<A>(
         service
             .endpoints()
             .set_pre_tls_callback(Arc::new(listener::AlpnChallenge::new(store)));
+    } else {
+        service
+            .endpoints()
+            .set_pre_tls_callback(Arc::new(listener::NoDelay));
     }
     Ok(())
 }

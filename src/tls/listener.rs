@@ -123,9 +123,24 @@ async fn read_hello(stream: &mut L4Stream) -> std::io::Result<(Vec<u8>, bool)> {
     Ok((seen, false))
 }
 
+/// Runs before every TLS handshake when no tls-alpn-01 challenge is configured: sets
+/// TCP_NODELAY on the client socket, as [`AlpnChallenge`] does too (see
+/// [`crate::proxy::limits::edge`] for why).
+pub struct NoDelay;
+
+#[async_trait]
+impl PreTlsProcess for NoDelay {
+    async fn process(&self, stream: &mut L4Stream) -> Result<()> {
+        // Best effort: a socket that refuses it still works, with Nagle's delays.
+        let _ = stream.set_nodelay();
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl PreTlsProcess for AlpnChallenge {
     async fn process(&self, stream: &mut L4Stream) -> Result<()> {
+        let _ = stream.set_nodelay();
         let read = tokio::time::timeout(HELLO_TIMEOUT, read_hello(stream)).await;
         let (seen, acme) = match read {
             Ok(r) => r.or_err(ErrorType::ReadError, "reading the ClientHello")?,

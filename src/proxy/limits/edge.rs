@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
@@ -321,6 +322,25 @@ fn peer_ip(stream: &Stream) -> Option<IpAddr> {
         .and_then(|a| a.as_inet().map(|a| a.ip()))
 }
 
+/// TCP_NODELAY on a plain client socket (TLS sockets get it before their handshake,
+/// [`crate::tls::listener::NoDelay`]), as nginx's `tcp_nodelay on` (its default): without
+/// it, Nagle's algorithm holds a small write (a WebSocket frame, the end of a response)
+/// until the client acknowledges the previous one, which a delayed ACK puts off by up to
+/// 40 ms. Pingora sets it on upstream connections only.
+fn nodelay(stream: Stream) -> Stream {
+    if !stream.as_any().is::<L4Stream>() {
+        return stream;
+    }
+    match stream.into_any().downcast::<L4Stream>() {
+        Ok(mut l4) => {
+            // Best effort: a socket that refuses it (a Unix socket) still works.
+            let _ = l4.set_nodelay();
+            l4
+        }
+        Err(_) => unreachable!("`is::<L4Stream>` was just checked"),
+    }
+}
+
 #[async_trait]
 impl ServerApp for Edge {
     async fn process_new(
@@ -328,6 +348,7 @@ impl ServerApp for Edge {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let stream = nodelay(stream);
         let permit = match self.admission.admit(peer_ip(&stream)) {
             Ok(p) => p,
             Err(why) => {
