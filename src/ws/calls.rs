@@ -24,6 +24,7 @@ pub const PENDING: usize = 16;
 
 pub(super) struct Calls {
     tx: mpsc::Sender<Message>,
+    worker: tokio::task::JoinHandle<()>,
 }
 
 impl Calls {
@@ -31,8 +32,8 @@ impl Calls {
     pub(super) fn start(cx: &Ctx, protocol: Box<dyn ClientProtocol>) -> Calls {
         let (tx, rx) = mpsc::channel(PENDING);
         let guard = cx.ep.drain.enter();
-        tokio::spawn(work(cx.clone(), protocol, rx, guard));
-        Calls { tx }
+        let worker = tokio::spawn(work(cx.clone(), protocol, rx, guard));
+        Calls { tx, worker }
     }
 
     /// Whether another frame may be handed over now.
@@ -44,6 +45,14 @@ impl Calls {
     /// worker is gone or [`Calls::has_room`] was not checked.
     pub(super) fn submit(&self, msg: Message) -> bool {
         self.tx.try_send(msg).is_ok()
+    }
+
+    /// Lets the protocol finish the messages handed over so far (their replies are queued
+    /// before the connection's close), for at most `limit`; then it goes on alone.
+    pub(super) async fn finish(self, limit: std::time::Duration) {
+        let Calls { tx, worker } = self;
+        drop(tx);
+        let _ = tokio::time::timeout(limit, worker).await;
     }
 
     /// Resolves once a frame may be handed over again.

@@ -168,6 +168,9 @@ impl Timers {
     }
 }
 
+/// Longest the protocol may take to answer a client's last messages before its close.
+const ANSWER_WAIT: Duration = Duration::from_secs(1);
+
 /// A connection just taken over: who it is, its socket and what was read past the
 /// handshake, how its frames are read, and its place in the hub.
 pub(crate) struct Start {
@@ -186,10 +189,11 @@ async fn close_handshake(
     reader: &mut Reader,
     buf: &mut BytesMut,
     frame: Bytes,
+    keep_queued: bool,
     wait_reply: bool,
     limit: Duration,
 ) {
-    link.begin_close(frame, false);
+    link.begin_close(frame, keep_queued);
     let closing = async {
         poll_fn(|cx| link.poll_flush(cx)).await.ok()?;
         while wait_reply {
@@ -251,6 +255,9 @@ pub(super) fn run(start: Start, guard: DrainGuard) -> impl std::future::Future<O
         let mut calls: Option<Calls> = None;
         // Our writes wait for the client to read.
         let mut stalled = false;
+        // The connection ends because of what the client sent (a close, a bad frame): its
+        // earlier messages are answered before the close.
+        let mut answer_first = false;
 
         let ending: Ending = 'conn: loop {
             // What was read, frame by frame, while the protocol has room for messages.
@@ -258,7 +265,11 @@ pub(super) fn run(start: Start, guard: DrainGuard) -> impl std::future::Future<O
                 let event = match reader.next(&mut buf) {
                     Ok(Some(e)) => e,
                     Ok(None) => break,
-                    Err(fail) => break 'conn Ending::server(fail.code(), fail.reason()),
+                    Err(fail) => {
+                        // What the client sent before the bad frame is still answered.
+                        answer_first = true;
+                        break 'conn Ending::server(fail.code(), fail.reason());
+                    }
                 };
                 let now = TokioInstant::now();
                 timers.heard(now);
@@ -266,6 +277,7 @@ pub(super) fn run(start: Start, guard: DrainGuard) -> impl std::future::Future<O
                     Frame::Close(f) => {
                         ep.metrics.ws.frames_in.with_label_values(&["close"]).inc();
                         let (code, reason) = f.unwrap_or((1005, String::new()));
+                        answer_first = true;
                         break 'conn Ending {
                             code,
                             by: "client",
@@ -366,11 +378,17 @@ pub(super) fn run(start: Start, guard: DrainGuard) -> impl std::future::Future<O
             };
             let wait_reply = ending.by == "server";
             let limit = Duration::from_secs(if wait_reply { 2 } else { 1 });
+            if answer_first {
+                if let Some(c) = calls.take() {
+                    c.finish(ANSWER_WAIT).await;
+                }
+            }
             close_handshake(
                 link,
                 &mut reader,
                 &mut buf,
                 frame::encode(OP_CLOSE, false, &answer),
+                answer_first,
                 wait_reply,
                 limit,
             )
