@@ -9,6 +9,7 @@ pub mod message;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 pub use membership::{Membership, QueueLimits};
 pub use message::{Event, Outbound};
@@ -48,9 +49,26 @@ pub trait GroupListener: Send + Sync {
     fn last_left(&self, group: &str);
 }
 
+/// Direct writes one fan-out may spend on its publishing thread; the members after that
+/// get the message queued, written by their own tasks on every core, so a large group's
+/// last member does not wait for a thousand sends in a row.
+const DIRECT_BUDGET: Duration = Duration::from_millis(2);
+
+/// A message arriving within this long after the group's previous fan-out ended is part of
+/// a burst: it is queued for every member, and each member's task writes what piled up in
+/// one vectored write, instead of a send per message from one thread.
+const BURST_GAP: Duration = Duration::from_millis(2);
+
+#[derive(Default)]
+struct Group {
+    members: HashMap<u64, Member>,
+    /// When the last fan-out to this group ended, in ns since the hub started.
+    last_end: AtomicU64,
+}
+
 #[derive(Default)]
 struct Inner {
-    groups: HashMap<String, HashMap<u64, Member>>,
+    groups: HashMap<String, Group>,
     channels: HashMap<String, Member>,
 }
 
@@ -59,6 +77,8 @@ pub struct Hub {
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
     listener: OnceLock<Arc<dyn GroupListener>>,
+    /// What [`Group::last_end`] counts from.
+    epoch: Instant,
 }
 
 /// What one publish did locally.
@@ -75,6 +95,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             metrics,
             listener: OnceLock::new(),
+            epoch: Instant::now(),
         })
     }
 
@@ -125,7 +146,7 @@ impl Hub {
     pub fn join(&self, group: &str, m: &Member) {
         let first = {
             let mut inner = self.write();
-            let members = inner.groups.entry(group.to_string()).or_default();
+            let members = &mut inner.groups.entry(group.to_string()).or_default().members;
             let first = members.is_empty();
             if members.insert(m.id, m.clone()).is_none() {
                 self.metrics.hub.memberships.inc();
@@ -143,7 +164,7 @@ impl Hub {
     pub fn leave(&self, group: &str, id: u64) {
         let last = {
             let mut inner = self.write();
-            let Some(members) = inner.groups.get_mut(group) else {
+            let Some(members) = inner.groups.get_mut(group).map(|g| &mut g.members) else {
                 return;
             };
             if members.remove(&id).is_some() {
@@ -168,7 +189,7 @@ impl Hub {
     }
 
     pub fn member_count(&self, group: &str) -> usize {
-        self.read().groups.get(group).map_or(0, |m| m.len())
+        self.read().groups.get(group).map_or(0, |g| g.members.len())
     }
 
     pub fn has_channel(&self, channel: &str) -> bool {
@@ -179,8 +200,8 @@ impl Hub {
         self.read().groups.keys().cloned().collect()
     }
 
-    fn offer(&self, m: &Member, out: &Outbound, d: &mut Delivery) {
-        match m.link.offer(out) {
+    fn offer(&self, m: &Member, out: &Outbound, direct: bool, d: &mut Delivery) {
+        match m.link.offer(out, direct) {
             Ok(()) => d.delivered += 1,
             Err(Refused::Closed) => {}
             Err(Refused::Full) => {
@@ -210,10 +231,19 @@ impl Hub {
     pub fn deliver_group(&self, group: &str, event: &Event) -> Result<Delivery, String> {
         let out = event.to_outbound()?;
         let mut d = Delivery::default();
-        if let Some(members) = self.read().groups.get(group) {
-            for m in members.values() {
-                self.offer(m, &out, &mut d);
+        if let Some(g) = self.read().groups.get(group) {
+            let start = Instant::now();
+            let since = |t: Instant| t.duration_since(self.epoch).as_nanos() as u64;
+            let burst =
+                since(start) < g.last_end.load(Ordering::Relaxed) + BURST_GAP.as_nanos() as u64;
+            let mut direct = !burst;
+            for (i, m) in g.members.values().enumerate() {
+                if direct && i % 16 == 15 && start.elapsed() > DIRECT_BUDGET {
+                    direct = false;
+                }
+                self.offer(m, &out, direct, &mut d);
             }
+            g.last_end.store(since(Instant::now()), Ordering::Relaxed);
         }
         self.metrics.hub.delivered.inc_by(d.delivered as u64);
         Ok(d)
@@ -224,7 +254,7 @@ impl Hub {
         let out = event.to_outbound()?;
         let mut d = Delivery::default();
         if let Some(m) = self.read().channels.get(channel) {
-            self.offer(m, &out, &mut d);
+            self.offer(m, &out, true, &mut d);
         }
         self.metrics.hub.delivered.inc_by(d.delivered as u64);
         Ok(d)

@@ -70,7 +70,7 @@ impl Membership {
     /// bounds and slow-client policy as group messages.
     pub fn send(&self, out: Outbound) -> Delivery {
         let mut d = Delivery::default();
-        self.hub.offer(&self.member, &out, &mut d);
+        self.hub.offer(&self.member, &out, true, &mut d);
         d
     }
 

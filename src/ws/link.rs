@@ -166,9 +166,9 @@ impl Link {
         }
     }
 
-    /// Takes `out` for this connection: written at once when nothing is pending, else
-    /// queued. Never waits.
-    pub fn offer(&self, out: &Outbound) -> Result<(), Refused> {
+    /// Takes `out` for this connection: with `direct`, written at once when nothing is
+    /// pending; else queued for the connection's task. Never waits.
+    pub fn offer(&self, out: &Outbound, direct: bool) -> Result<(), Refused> {
         let mut s = self.lock();
         if s.kicked && !s.closed {
             // Kicked for being slow and not gone yet: a message it did not get, counted.
@@ -191,7 +191,16 @@ impl Link {
             }
             Outbound::Close(code, reason) => Item::Close(*code, reason.clone()),
         };
-        self.push(&mut s, item);
+        if direct {
+            self.push(&mut s, item);
+        } else {
+            let first = s.items.is_empty();
+            s.items.push_back(item);
+            if first {
+                drop(s);
+                self.waker.wake();
+            }
+        }
         Ok(())
     }
 
@@ -504,7 +513,7 @@ mod tests {
         let l = link(8, 1 << 20);
         let (ours, mut theirs) = tokio::io::duplex(1 << 16);
         l.attach(Box::new(ours));
-        l.offer(&text("hello")).unwrap();
+        l.offer(&text("hello"), true).unwrap();
         // Written by offer itself: nothing queued, no task involved.
         assert!(l.is_empty());
         let mut got = [0u8; 7];
@@ -522,7 +531,7 @@ mod tests {
         l.attach(Box::new(ours));
         let msg = "x".repeat(100);
         for _ in 0..10 {
-            l.offer(&text(&msg)).unwrap();
+            l.offer(&text(&msg), true).unwrap();
         }
         assert!(l.len() >= 9, "queued: {}", l.len());
         let task = {
@@ -548,33 +557,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_burst_is_queued_and_written_by_the_task_in_order() {
+        let l = link(100, 1 << 20);
+        let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+        l.attach(Box::new(ours));
+        for i in 0..50 {
+            l.offer(&text(&format!("m{i:02}")), false).unwrap();
+        }
+        // Nothing written by the deliverer: all queued for the task.
+        assert_eq!(l.len(), 50);
+        assert!(l
+            .poll(&mut Context::from_waker(Waker::noop()), None)
+            .is_pending());
+        assert!(l.is_empty());
+        let mut got = vec![0u8; 50 * 5];
+        theirs.read_exact(&mut got).await.unwrap();
+        for (i, f) in got.chunks(5).enumerate() {
+            let mut want = vec![0x81, 3];
+            want.extend_from_slice(format!("m{i:02}").as_bytes());
+            assert_eq!(f, &want[..]);
+        }
+        assert_eq!(l.written(), 50);
+    }
+
+    #[tokio::test]
     async fn bounded_in_frames_and_bytes() {
         let l = link(2, 1 << 20);
         // Not attached: everything queues.
-        l.offer(&text("a")).unwrap();
-        l.offer(&text("b")).unwrap();
-        assert_eq!(l.offer(&text("c")), Err(Refused::Full));
+        l.offer(&text("a"), true).unwrap();
+        l.offer(&text("b"), true).unwrap();
+        assert_eq!(l.offer(&text("c"), true), Err(Refused::Full));
         let l = link(100, 10);
         let big = "x".repeat(25);
         assert_eq!(
-            l.offer(&text(&big)),
+            l.offer(&text(&big), true),
             Ok(()),
             "an empty queue takes one of any size"
         );
-        assert_eq!(l.offer(&text("a")), Err(Refused::Full));
+        assert_eq!(l.offer(&text("a"), true), Err(Refused::Full));
         assert_eq!(l.bytes(), 27);
         l.kick(1013);
-        assert_eq!(l.offer(&text("a")), Err(Refused::Full));
+        assert_eq!(l.offer(&text("a"), true), Err(Refused::Full));
         l.close();
         assert_eq!(l.bytes(), 0);
-        assert_eq!(l.offer(&text("a")), Err(Refused::Closed));
+        assert_eq!(l.offer(&text("a"), true), Err(Refused::Closed));
     }
 
     #[tokio::test]
     async fn a_kick_overtakes_the_queue_and_close_comes_in_order() {
         let l = link(8, 1 << 20);
-        l.offer(&text("a")).unwrap();
-        l.offer(&Outbound::Close(4000, "bye".into())).unwrap();
+        l.offer(&text("a"), true).unwrap();
+        l.offer(&Outbound::Close(4000, "bye".into()), true).unwrap();
         let (ours, mut theirs) = tokio::io::duplex(1 << 16);
         l.attach(Box::new(ours));
         // "a" is written first, then the close is reported.
@@ -592,7 +625,7 @@ mod tests {
         theirs.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"\x81\x01a");
         let l = link(8, 1 << 20);
-        l.offer(&text("a")).unwrap();
+        l.offer(&text("a"), true).unwrap();
         l.kick(1013);
         l.kick(1001);
         assert_eq!(poll_fn(|cx| l.poll(cx, None)).await, Event::Kicked(1013));
@@ -631,7 +664,7 @@ mod tests {
         );
         assert_eq!(&buf[..], b"hi");
         // A frame larger than the pipe: writes stall, reads wait.
-        l.offer(&text(&"y".repeat(20))).unwrap();
+        l.offer(&text(&"y".repeat(20)), true).unwrap();
         tokio::io::AsyncWriteExt::write_all(&mut theirs, b"more")
             .await
             .unwrap();
