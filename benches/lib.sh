@@ -75,6 +75,28 @@ use_private_binary() {
     BIN="$TMP/bin/channelgate"
 }
 
+bench_setup() {  # MODULE...: PY, BIN and LOAD ready (the venv with MODULEs for daphne only)
+    # The repo's venv (scripts/setup) is needed for daphne only; the helpers need nothing
+    # but the standard library.
+    if [[ ",$TARGETS," == *,daphne,* ]]; then
+        [ -x "$PY" ] || "$REPO/scripts/setup"
+        local imports; imports="$(IFS=,; echo "$*")"
+        "$PY" -c "import ${imports//,/, }" 2>/dev/null || "$REPO/scripts/setup"
+    elif [ ! -x "$PY" ]; then
+        PY="$(command -v python3)" || die "python3 is needed"
+    fi
+    if [ -n "${CHANNELGATE_BIN:-}" ]; then
+        [ -x "$BIN" ] || die "CHANNELGATE_BIN=$BIN is not an executable"
+    elif [ "$BUILD" = 1 ] || [ ! -x "$BIN" ]; then
+        log "cargo build --release (channelgate)"
+        (cd "$REPO" && timeout 1800 cargo build --release --bin channelgate) >&2 || die "channelgate build failed"
+    fi
+    if [ "$BUILD" = 1 ] || [ ! -x "$LOAD" ]; then
+        log "cargo build --release (benches/load: cg-load)"
+        (cd "$REPO/benches/load" && timeout 1800 cargo build --release) >&2 || die "cg-load build failed"
+    fi
+}
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 wait_port() {  # PORT SECONDS PID: until the port accepts, the process dies, or time is up

@@ -125,24 +125,7 @@ for s in "${SCENARIO_LIST[@]}"; do
 done
 
 # ------------------------------------------------------------------ setup ---
-# The repo's venv (scripts/setup) is needed for daphne only; the helpers need nothing but
-# the standard library.
-if [[ ",$TARGETS," == *,daphne,* ]]; then
-    [ -x "$PY" ] || "$REPO/scripts/setup"
-    "$PY" -c 'import daphne, channels_rabbitmq, msgpack' 2>/dev/null || "$REPO/scripts/setup"
-elif [ ! -x "$PY" ]; then
-    PY="$(command -v python3)" || die "python3 is needed"
-fi
-if [ -n "${CHANNELGATE_BIN:-}" ]; then
-    [ -x "$BIN" ] || die "CHANNELGATE_BIN=$BIN is not an executable"
-elif [ "$BUILD" = 1 ] || [ ! -x "$BIN" ]; then
-    log "cargo build --release (channelgate)"
-    (cd "$REPO" && timeout 1800 cargo build --release --bin channelgate) >&2 || die "channelgate build failed"
-fi
-if [ "$BUILD" = 1 ] || [ ! -x "$LOAD" ]; then
-    log "cargo build --release (benches/load: cg-load)"
-    (cd "$REPO/benches/load" && timeout 1800 cargo build --release) >&2 || die "cg-load build failed"
-fi
+bench_setup daphne channels_rabbitmq msgpack
 [ -x "$BIN" ] || die "no $BIN"
 [ -x "$LOAD" ] || die "no $LOAD"
 
