@@ -121,8 +121,10 @@ pub struct WsMetrics {
     pub frames_in: IntCounterVec,
     /// Frames sent to clients.
     pub frames_out: IntCounter,
-    /// Payload bytes sent to clients.
+    /// Bytes written to clients (whole frames, as sent).
     pub bytes_out: IntCounter,
+    /// Accepted connections that agreed permessage-deflate.
+    pub deflate: IntCounter,
     /// Inbound frames handled, by the route's inbound mode and outcome.
     pub inbound: IntCounterVec,
     /// Connections closed, by close code.
@@ -349,6 +351,11 @@ impl Metrics {
                 reg,
                 "channelgate_ws_sent_bytes_total",
                 "Bytes written to WebSocket clients: whole frames, headers included, compressed as sent.",
+            ),
+            deflate: counter(
+                reg,
+                "channelgate_ws_deflate_connections_total",
+                "Accepted WebSocket connections that agreed permessage-deflate.",
             ),
             inbound: counter_vec(
                 reg,

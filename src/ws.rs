@@ -280,6 +280,9 @@ impl Endpoint {
             .connects
             .with_label_values(&["accepted"])
             .inc();
+        if deflate.is_some() {
+            self.metrics.ws.deflate.inc();
+        }
         let stream = if self.unbuffer_streams {
             crate::proxy::unbuffered::unbuffered(detached.stream)
         } else {

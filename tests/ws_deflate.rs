@@ -89,6 +89,7 @@ fn python_websockets_gets_one_shared_compressed_frame_per_group_message() {
             "inflated intact"
         );
     }
+    assert_eq!(cg.metric("channelgate_ws_deflate_connections_total"), 3.0);
     // On the wire: three compressed copies of one frame, far less than the text.
     let sent = cg.metric("channelgate_ws_sent_bytes_total") - before;
     assert!(

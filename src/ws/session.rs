@@ -196,15 +196,18 @@ async fn close_handshake(
     link.begin_close(frame, keep_queued);
     let closing = async {
         poll_fn(|cx| link.poll_flush(cx)).await.ok()?;
-        while wait_reply {
-            match reader.next(buf) {
-                Ok(Some(Frame::Close(_))) | Err(_) => break,
-                Ok(Some(_)) => continue,
-                Ok(None) => {}
-            }
-            let want = reader.wants();
-            if poll_fn(|cx| link.poll_read(cx, buf, want)).await.ok()? == 0 {
-                break;
+        // Until the client's close (or its end, or a frame that makes no sense).
+        if wait_reply {
+            loop {
+                match reader.next(buf) {
+                    Ok(Some(Frame::Close(_))) | Err(_) => break,
+                    Ok(Some(_)) => continue,
+                    Ok(None) => {}
+                }
+                let want = reader.wants();
+                if poll_fn(|cx| link.poll_read(cx, buf, want)).await.ok()? == 0 {
+                    break;
+                }
             }
         }
         poll_fn(|cx| link.poll_shutdown(cx)).await.ok()
