@@ -213,8 +213,10 @@ impl Link {
             return;
         }
         let started = s.sent > 0 && s.items.len() == 1;
+        let is_pong = |f: &[u8]| f.first() == Some(&(0x80 | super::frame::OP_PONG));
         if let Some(Item::Control(last)) = s.items.back_mut() {
-            if !started {
+            // Only a pong replaces a pong: our ping does not drop the client's answer.
+            if !started && is_pong(last) && is_pong(&frame) {
                 *last = frame;
                 return;
             }
@@ -638,15 +640,18 @@ mod tests {
             l.send_control(Bytes::from(vec![0x8a, 1, i]));
         }
         assert_eq!(l.lock().items.len(), 1);
+        // Our own ping does not take the pong's place.
+        l.send_control(Bytes::from_static(&[0x89, 0]));
+        assert_eq!(l.lock().items.len(), 2);
         let (ours, mut theirs) = tokio::io::duplex(1 << 16);
         l.attach(Box::new(ours));
-        // The task's first poll writes it; nothing stalled, so nothing to report.
+        // The task's first poll writes them; nothing stalled, so nothing to report.
         assert!(l
             .poll(&mut Context::from_waker(Waker::noop()), None)
             .is_pending());
-        let mut got = [0u8; 3];
+        let mut got = [0u8; 5];
         theirs.read_exact(&mut got).await.unwrap();
-        assert_eq!(got, [0x8a, 1, 99]);
+        assert_eq!(got, [0x8a, 1, 99, 0x89, 0]);
     }
 
     #[tokio::test]
