@@ -317,12 +317,22 @@ impl AmqpBroker {
             groups = bound.len(),
             "connected to RabbitMQ, queue declared and bindings replayed: up"
         );
+        // lapin reports a lost connection through the consumer stream, but not always (a
+        // reset seen by its I/O loop left the stream open in one test run): the status is
+        // also checked twice a second, so readiness drops within that.
+        let mut watchdog = tokio::time::interval(std::time::Duration::from_millis(500));
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() {
                         let _ = conn.close(200, "channelgate shutting down".into()).await;
                         return Ok(());
+                    }
+                }
+                _ = watchdog.tick() => {
+                    if !conn.status().connected() || !ch.status().connected() {
+                        return Err(connection::closed());
                     }
                 }
                 _ = self.pending.wait() => {

@@ -652,6 +652,27 @@ mod tests {
     }
 
     #[test]
+    fn compression_keys() {
+        let r = route("").unwrap();
+        assert!(r.compression.enabled);
+        assert_eq!((r.compression.min_size, r.compression.level), (256, 6));
+        let r =
+            route("compression = \"off\"\ncompression_min_size = \"1KiB\"\ncompression_level = 1")
+                .unwrap();
+        assert!(!r.compression.enabled);
+        assert_eq!((r.compression.min_size, r.compression.level), (1024, 1));
+        for (bad, key) in [
+            ("compression = \"gzip\"", "compression"),
+            ("compression_level = 0", "compression_level"),
+            ("compression_level = 10", "compression_level"),
+            ("compression_min_size = \"big\"", "compression_min_size"),
+        ] {
+            let e = route(bad).unwrap_err();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("64KiB").unwrap(), 65536);
         assert_eq!(parse_size("1 MiB").unwrap(), 1 << 20);
