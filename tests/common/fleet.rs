@@ -130,6 +130,9 @@ pub struct Sent {
 /// confirm, straight to RabbitMQ in channels_rabbitmq's format (as a Django app using
 /// channels_rabbitmq would); reconnects (to the nodes of `urls` in turn) when RabbitMQ
 /// goes away. Runs until `stop`.
+/// Longest one step of the test publisher (channel, confirm mode, publish, close) may take.
+const STEP: Duration = Duration::from_secs(5);
+
 pub async fn amqp_publisher(
     urls: Vec<String>,
     group: String,
@@ -150,14 +153,17 @@ pub async fn amqp_publisher(
                 continue;
             }
         };
-        let Ok(ch) = conn.create_channel().await else {
+        // Every call to a node that is going away is bounded: lapin may leave one
+        // waiting forever (seen once: the whole test hung after a stop_app).
+        let Ok(Ok(ch)) = tokio::time::timeout(STEP, conn.create_channel()).await else {
+            let _ = tokio::time::timeout(STEP, conn.close(200, "reconnecting".into())).await;
             continue;
         };
-        if ch
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .is_err()
-        {
+        if !matches!(
+            tokio::time::timeout(STEP, ch.confirm_select(ConfirmSelectOptions::default())).await,
+            Ok(Ok(_))
+        ) {
+            let _ = tokio::time::timeout(STEP, conn.close(200, "reconnecting".into())).await;
             continue;
         }
         while !stop.load(Ordering::SeqCst) {
@@ -170,15 +176,16 @@ pub async fn amqp_publisher(
             .expect("an object");
             let body = codec::encode(&event, &Target::Group(group.clone()));
             let at = Instant::now();
-            let confirmed = match ch
-                .basic_publish(
-                    "groups".into(),
-                    group.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &body,
-                    BasicProperties::default(),
-                )
+            let publishing = ch.basic_publish(
+                "groups".into(),
+                group.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default(),
+            );
+            let confirmed = match tokio::time::timeout(STEP, publishing)
                 .await
+                .unwrap_or(Err(channelgate::broker::connection::closed()))
             {
                 Ok(c) => matches!(
                     tokio::time::timeout(Duration::from_secs(10), c).await,
@@ -188,11 +195,11 @@ pub async fn amqp_publisher(
             };
             sent.push(Sent { n, at, confirmed });
             if !confirmed {
-                let _ = conn.close(200, "reconnecting".into()).await;
+                let _ = tokio::time::timeout(STEP, conn.close(200, "reconnecting".into())).await;
                 continue 'connect;
             }
         }
-        let _ = conn.close(200, "done".into()).await;
+        let _ = tokio::time::timeout(STEP, conn.close(200, "done".into())).await;
     }
     sent
 }
