@@ -37,6 +37,12 @@ use crate::metrics::Metrics;
 /// How long a publish waits for RabbitMQ's confirm.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Longest one step of the consuming session (an ack; a round of bind/unbind gets six)
+/// may take
+/// before the connection is taken as lost: lapin may leave a call on a dead connection
+/// waiting forever, and the session loop (and its status watchdog) with it.
+const STEP: Duration = Duration::from_secs(10);
+
 pub struct AmqpBroker {
     cfg: AmqpConfig,
     /// Our queue's name, also the prefix of our channel names.
@@ -336,13 +342,19 @@ impl AmqpBroker {
                     }
                 }
                 _ = self.pending.wait() => {
-                    self.reconcile(ch, &mut bound, self.pending.take()).await?;
+                    let work = self.pending.take();
+                    tokio::time::timeout(STEP * 6, self.reconcile(ch, &mut bound, work))
+                        .await
+                        .map_err(|_| connection::closed())??;
                 }
                 d = consumer.next() => match d {
                     Some(Ok(d)) => {
                         let ct = d.properties.content_type().as_ref().map(|c| c.to_string());
                         self.deliver(&d.data, ct.as_deref());
-                        d.acker.ack(BasicAckOptions::default()).await?;
+                        // Bounded: an ack on a connection that just died may never resolve.
+                        tokio::time::timeout(STEP, d.acker.ack(BasicAckOptions::default()))
+                            .await
+                            .map_err(|_| connection::closed())??;
                     }
                     Some(Err(e)) => return Err(e),
                     None => return Err(connection::closed()),
