@@ -874,33 +874,4 @@ mod tests {
             assert!(longest9 <= 256, "level {level}: distance {longest9}");
         }
     }
-
-    /// What a live Inflater costs (resident memory over 1,000 of them, each having inflated
-    /// 40 KiB so its window is in use). Single-threaded for a clean figure:
-    /// `cargo test --lib ws::deflate::tests::inflater_memory -- --ignored --nocapture --test-threads=1`
-    #[test]
-    #[ignore]
-    fn inflater_memory() {
-        fn rss() -> usize {
-            let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-            statm.split(' ').nth(1).unwrap().parse::<usize>().unwrap() * 4096
-        }
-        let mut rng = StdRng::seed_from_u64(5);
-        let payload = json_like(&mut rng, 40 * 1024);
-        let mut out = Vec::with_capacity(payload.len());
-        for bits in [15, 9] {
-            let z = compress(&payload, 6, bits).unwrap();
-            let before = rss();
-            let mut live = Vec::new();
-            for _ in 0..1000 {
-                let mut inflater = Inflater::new(InflateParams { window_bits: bits });
-                out.clear();
-                inflater.push(&z, &mut out, payload.len()).unwrap();
-                live.push(inflater);
-            }
-            let per = (rss() - before) / live.len();
-            println!("one live Inflater ({bits}-bit window): {per} bytes resident");
-        }
-        println!("Inflater inline: {} bytes", size_of::<Inflater>());
-    }
 }

@@ -189,6 +189,11 @@ impl Link {
                 s.bytes += wire.len();
                 Item::Frame(wire)
             }
+            // One close is enough: a second one (an app repeating websocket.close) would
+            // only sit in the queue outside its bounds.
+            Outbound::Close(..) if s.items.iter().any(|i| matches!(i, Item::Close(..))) => {
+                return Err(Refused::Closed);
+            }
             Outbound::Close(code, reason) => Item::Close(*code, reason.clone()),
         };
         if direct {
@@ -610,6 +615,11 @@ mod tests {
         let l = link(8, 1 << 20);
         l.offer(&text("a"), true).unwrap();
         l.offer(&Outbound::Close(4000, "bye".into()), true).unwrap();
+        assert_eq!(
+            l.offer(&Outbound::Close(4001, "again".into()), true),
+            Err(Refused::Closed),
+            "one close queued at most"
+        );
         let (ours, mut theirs) = tokio::io::duplex(1 << 16);
         l.attach(Box::new(ours));
         // "a" is written first, then the close is reported.
